@@ -1,0 +1,60 @@
+//! The one error type of the HTTP API, mapped to status codes in one place. Every error body is
+//! `{"error": {"code", "message"}}`; 5xx answers are logged, 4xx are the client's business.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    pub fn task_not_found(id: &str) -> Self {
+        Self::not_found("task_not_found", format!("no task {id:?}"))
+    }
+    pub fn function_not_found(name: &str) -> Self {
+        Self::not_found("function_not_found", format!("no function {name:?}"))
+    }
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl From<crate::submission::FieldError> for ApiError {
+    fn from(e: crate::submission::FieldError) -> Self {
+        ApiError::bad_request("invalid_request", e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,79 @@
+//! The HTTP API (CONTRACT §3.2, §4, §6, §8): a thin layer that reads requests, calls into the
+//! stores, intake and the state machine, and writes JSON.
+
+mod error;
+mod functions;
+mod tasks;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::service::Ctx;
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::{request::Parts, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Ctx>);
+
+impl FromRef<AppState> for Arc<Ctx> {
+    fn from_ref(s: &AppState) -> Arc<Ctx> {
+        s.0.clone()
+    }
+}
+
+/// Who is calling: the token's user when `auth.tokens` is set, else nobody in particular.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// `Some` under auth: the caller sees only this user's tasks.
+    pub user: Option<String>,
+}
+
+impl Caller {
+    pub fn may_see(&self, owner: &str) -> bool {
+        self.user.as_deref().is_none_or(|u| u == owner)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let tokens = &state.0.config.auth.tokens;
+        if tokens.is_empty() {
+            return Ok(Caller { user: None });
+        }
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer TOKEN is required"))?;
+        match tokens.get(token) {
+            Some(user) => Ok(Caller { user: Some(user.clone()) }),
+            None => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "unknown token")),
+        }
+    }
+}
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/functions", get(functions::list))
+        .route("/v1/functions/{name}", get(functions::get).put(functions::put).delete(functions::delete))
+        .route("/v1/functions/{name}/tasks", post(tasks::submit))
+        .route("/v1/functions/{name}/tasks:batch", post(tasks::submit_batch))
+        .route("/v1/tasks", get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/stop", post(tasks::stop))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(AppState(ctx))
+}
+
+async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<serde_json::Value>) {
+    let connected = ctx.nats.client.connection_state() == async_nats::connection::State::Connected;
+    let ready = connected && ctx.index.ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({"ready": ready, "nats": connected, "index": ctx.index.ready()})))
+}

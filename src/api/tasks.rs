@@ -1,0 +1,305 @@
+//! Submitting (single and `:batch`), reading, listing and stopping tasks.
+
+use super::{ApiError, ApiResult, Caller};
+use crate::control::Control;
+use crate::index::Query;
+use crate::intake::{self, Accepted, HttpSubmission, SubmitError};
+use crate::machine::{self, Effect, Event};
+use crate::records;
+use crate::service::Ctx;
+use crate::store::StoreError;
+use crate::subjects::headers as h;
+use crate::submission::{self, field_error, FieldError, Options};
+use crate::task::Status;
+use crate::time::Timestamp;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use base64::Engine;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Largest `:batch` body.
+const MAX_BATCH_BODY: usize = 256 * 1024 * 1024;
+/// Submissions of one batch in flight at once.
+const BATCH_IN_FLIGHT: usize = 1024;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, FieldError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| field_error(name, "not valid ASCII")),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> ApiResult<Bytes> {
+    let too_large = |size: String| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("input of {size} bytes is over limits.max_payload = {max}"))
+    };
+    if let Some(len) = header(headers, "content-length")?.and_then(|v| v.parse::<usize>().ok()) {
+        if len > max {
+            return Err(too_large(len.to_string()));
+        }
+    }
+    axum::body::to_bytes(body, max).await.map_err(|_| too_large(format!("over {max}")))
+}
+
+/// The user a submission belongs to.
+fn submitter(caller: &Caller, headers: &HeaderMap) -> Result<String, FieldError> {
+    if let Some(u) = &caller.user {
+        return Ok(u.clone());
+    }
+    match header(headers, h::USER)? {
+        Some(u) => submission::check_user(h::USER, u).map(|_| u.to_string()),
+        None => Ok("default".into()),
+    }
+}
+
+/// Options shared by every task of a request (callback, content type, trace context).
+fn shared_options(headers: &HeaderMap) -> Result<Options, FieldError> {
+    Ok(Options {
+        not_before: None,
+        callback: header(headers, h::CALLBACK)?.map(|c| submission::check_callback(h::CALLBACK, c)).transpose()?,
+        content_type: header(headers, h::CONTENT_TYPE)?.map(str::to_string),
+        traceparent: header(headers, h::TRACEPARENT)?.map(submission::check_traceparent).transpose()?,
+    })
+}
+
+async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
+    if !crate::task::valid_function_name(name) {
+        return Err(ApiError::bad_request("invalid_function_name", format!("{name:?} is not a function name")));
+    }
+    match ctx.function(name).await {
+        Some(_) => Ok(()),
+        None => Err(ApiError::function_not_found(name)),
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::IdTaken(id) => ApiError::new(StatusCode::CONFLICT, "id_taken", format!("task ID {id:?} is already taken")),
+        SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
+        SubmitError::TooLarge { size, max } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("input of {size} bytes is over limits.max_payload = {max}"),
+        ),
+    }
+}
+
+fn accepted_json(a: &Accepted) -> Value {
+    json!({"task_id": a.task_id, "status": a.status, "duplicate": a.duplicate})
+}
+
+pub async fn submit(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    known_function(&ctx, &function).await?;
+    let input = read_body(body, &headers, ctx.config.limits.max_payload).await?;
+    let id = header(&headers, "Idempotency-Key")?.map(|id| submission::check_id("Idempotency-Key", id).map(|_| id.to_string())).transpose()?;
+    let mut options = shared_options(&headers)?;
+    options.not_before = submission::not_before(
+        header(&headers, h::DELAY)?.map(|v| (h::DELAY, v)),
+        header(&headers, h::NOT_BEFORE)?.map(|v| (h::NOT_BEFORE, v)),
+        Timestamp::now(),
+        ctx.config.retention(),
+    )?;
+    let user = submitter(&caller, &headers)?;
+    let auth = caller.user.is_some();
+    let a = intake::submit(&ctx, HttpSubmission { function, user, id, options, input }, auth, true)
+        .await
+        .map_err(submit_error)?;
+    let status = if a.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(accepted_json(&a))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    id: Option<String>,
+    input: Option<Value>,
+    input_base64: Option<String>,
+    delay: Option<String>,
+    not_before: Option<String>,
+}
+
+fn batch_item(ctx: &Ctx, raw: Value, shared: &Options, now: Timestamp) -> Result<(Option<String>, Options, Bytes), FieldError> {
+    let item: BatchItem = serde_json::from_value(raw).map_err(|e| field_error("item", e.to_string()))?;
+    if let Some(id) = &item.id {
+        submission::check_id("id", id)?;
+    }
+    let input = match (item.input, item.input_base64) {
+        (Some(_), Some(_)) => return Err(field_error("input", "give either input or input_base64, not both")),
+        (Some(Value::String(s)), None) => Bytes::from(s),
+        (Some(v), None) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|e| field_error("input_base64", format!("not base64: {e}")))?,
+        (None, None) => Bytes::new(),
+    };
+    let mut options = shared.clone();
+    options.not_before = submission::not_before(
+        item.delay.as_deref().map(|d| ("delay", d)),
+        item.not_before.as_deref().map(|t| ("not_before", t)),
+        now,
+        ctx.config.retention(),
+    )?;
+    Ok((item.id, options, input))
+}
+
+pub async fn submit_batch(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    known_function(&ctx, &function).await?;
+    let body = axum::body::to_bytes(body, MAX_BATCH_BODY)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("a batch body is at most {MAX_BATCH_BODY} bytes")))?;
+    let items: Vec<Value> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("expected a JSON array of tasks: {e}")))?;
+    let shared = shared_options(&headers)?;
+    let user = submitter(&caller, &headers)?;
+    let auth = caller.user.is_some();
+    let now = Timestamp::now();
+    let results: Vec<Value> = futures::stream::iter(items.into_iter().enumerate())
+        .map(|(i, raw)| {
+            let ctx = ctx.clone();
+            let (shared, user, function) = (shared.clone(), user.clone(), function.clone());
+            async move {
+                let (id, options, input) = match batch_item(&ctx, raw, &shared, now) {
+                    Ok(x) => x,
+                    Err(e) => return ApiError::from(FieldError { field: format!("[{i}].{}", e.field), reason: e.reason }).body(),
+                };
+                match intake::submit(&ctx, HttpSubmission { function, user, id, options, input }, auth, false).await {
+                    Ok(a) => accepted_json(&a),
+                    Err(e) => submit_error(e).body(),
+                }
+            }
+        })
+        .buffered(BATCH_IN_FLIGHT)
+        .collect()
+        .await;
+    Ok(Json(json!({ "results": results })))
+}
+
+fn flag(params: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
+    match params.get(key).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::bad_request("invalid_query", format!("{key}: {other:?} is not true or false"))),
+    }
+}
+
+pub async fn get(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    submission::check_id("id", &id)?;
+    let include_input = flag(&params, "include_input")?;
+    match ctx.tasks.get(&id).await? {
+        Some(v) if caller.may_see(&v.record.user) => Ok(Json(v.record.to_view(include_input))),
+        _ => Err(ApiError::task_not_found(&id)),
+    }
+}
+
+fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Query> {
+    const KNOWN: [&str; 7] = ["function", "status", "user", "since", "until", "limit", "cursor"];
+    if let Some(k) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::bad_request("invalid_query", format!("{k}: unknown parameter; expected one of {}", KNOWN.join(", "))));
+    }
+    let bad = |k: &str, why: String| ApiError::bad_request("invalid_query", format!("{k}: {why}"));
+    let time = |k: &str| -> ApiResult<Option<Timestamp>> {
+        params.get(k).map(|v| v.parse::<Timestamp>().map_err(|e| bad(k, e.to_string()))).transpose()
+    };
+    let limit = match params.get("limit") {
+        None => 20,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err(bad("limit", format!("{v:?} is not a number from 1 to 100"))),
+        },
+    };
+    let status = params
+        .get("status")
+        .map(|s| Status::parse(s).ok_or_else(|| bad("status", format!("{s:?} is not a task state"))))
+        .transpose()?;
+    let user = match (&caller.user, params.get("user")) {
+        (Some(own), _) => Some(own.clone()),
+        (None, u) => u.cloned(),
+    };
+    Ok(Query {
+        function: params.get("function").cloned(),
+        status,
+        user,
+        since: time("since")?,
+        until: time("until")?,
+        limit,
+        cursor: params.get("cursor").cloned(),
+    })
+}
+
+pub async fn list(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let q = parse_query(&params, &caller)?;
+    let (ids, next) = ctx.index.query(&q).map_err(|e| ApiError::bad_request("invalid_query", format!("cursor: {e}")))?;
+    let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.get(id))).await;
+    let mut tasks = Vec::with_capacity(ids.len());
+    for r in records {
+        if let Some(v) = r? {
+            if caller.may_see(&v.record.user) {
+                tasks.push(v.record.to_view(false));
+            }
+        }
+    }
+    Ok(Json(json!({"tasks": tasks, "next_cursor": next})))
+}
+
+/// Stops a task: queued ones at once, running ones through `Stopping` and the replica holding
+/// the attempt. A terminal task answers 409 with its state.
+pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    submission::check_id("id", &id)?;
+    loop {
+        let v = match ctx.tasks.get(&id).await? {
+            Some(v) if caller.may_see(&v.record.user) => v,
+            _ => return Err(ApiError::task_not_found(&id)),
+        };
+        let now = Timestamp::now();
+        let t = match machine::apply(&v.record, Event::Stop, now) {
+            Ok(t) => t,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("task {id:?} is {} and cannot be stopped", v.record.status),
+                ));
+            }
+        };
+        match ctx.tasks.update(&t.record, v.revision).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+        if t.effects.contains(&Effect::AbortAttempt) && !ctx.control.cancel(&id) {
+            Control::broadcast_stop(&ctx.nats.client, &id)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        }
+        return Ok(Json(t.record.to_view(false)));
+    }
+}

@@ -1,0 +1,363 @@
+//! Dispatch: one loop per function and replica over the function's durable consumer, so that a
+//! slow or failing function never holds up another. A loop pulls only as many submissions as it
+//! has free concurrency slots (messages held back would time out while waiting), and each task
+//! is acknowledged only once its outcome is recorded: a crash at any point loses nothing.
+
+use crate::function::FunctionSpec;
+use crate::invoke::{self, Call};
+use crate::machine::{self, Event};
+use crate::outcome::{self, Outcome};
+use crate::records::{self, CommitError};
+use crate::service::Ctx;
+use crate::setup;
+use crate::store::{StoreError, Versioned};
+use crate::subjects;
+use crate::submission;
+use crate::task::{ErrorType, Status, TaskError};
+use crate::time::Timestamp;
+use async_nats::jetstream::{self, message::Acker, AckKind};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Largest pull request of one loop.
+const MAX_BATCH: usize = 256;
+
+/// Starts and stops function loops as functions come and go, until `shutdown`. In-flight
+/// attempts run on `attempts`, which the caller drains within the grace period.
+pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken, attempts: TaskTracker) {
+    let mut loops: HashMap<String, CancellationToken> = HashMap::new();
+    let mut changed = ctx.registry.subscribe();
+    loop {
+        let mut wanted: Vec<String> = ctx.registry.names();
+        // Consumers of deleted functions are drained too: their tasks become Invalid.
+        if let Ok(names) = consumer_functions(&ctx).await {
+            wanted.extend(names);
+        }
+        for name in wanted {
+            if loops.contains_key(&name) {
+                continue;
+            }
+            let stop = shutdown.child_token();
+            loops.insert(name.clone(), stop.clone());
+            tokio::spawn(function_loop(ctx.clone(), name, stop, attempts.clone()));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
+async fn consumer_functions(ctx: &Ctx) -> Result<Vec<String>, String> {
+    let mut names = ctx.nats.submit.consumer_names();
+    let mut out = Vec::new();
+    while let Some(n) = names.next().await {
+        let n = n.map_err(|e| e.to_string())?;
+        if let Some(f) = subjects::function_of_consumer(&n) {
+            out.push(f.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The concurrency this replica allows a function.
+fn slots(spec: Option<&FunctionSpec>) -> usize {
+    spec.map(|s| s.concurrency.max as usize).unwrap_or(16).max(1)
+}
+
+async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, attempts: TaskTracker) {
+    let ack_wait = ctx.config.dispatch.ack_wait.0;
+    let mut limit = slots(ctx.registry.get(&name).as_deref());
+    let sem = Arc::new(Semaphore::new(limit));
+    let mut consumer = None;
+    while !stop.is_cancelled() {
+        let c = match &consumer {
+            Some(c) => c,
+            None => match setup::ensure_dispatch_consumer(&ctx.nats.submit, &name, ack_wait).await {
+                Ok(c) => consumer.insert(c),
+                Err(e) => {
+                    tracing::warn!(function = %name, error = %e, "cannot create dispatch consumer; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        // Follow changes of the function's concurrency.
+        let wanted = slots(ctx.registry.get(&name).as_deref());
+        if wanted > limit {
+            sem.add_permits(wanted - limit);
+        } else if wanted < limit {
+            sem.forget_permits(limit - wanted);
+        }
+        limit = wanted;
+
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let mut permits = first;
+        let extra = sem.available_permits().min(MAX_BATCH - 1);
+        if extra > 0 {
+            if let Ok(more) = sem.clone().try_acquire_many_owned(extra as u32) {
+                permits.merge(more);
+            }
+        }
+        let n = permits.num_permits();
+        let batch = c.batch().max_messages(n).expires(Duration::from_secs(5)).messages().await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(function = %name, error = %e, "pull failed; retrying");
+                consumer = None;
+                drop(permits);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = batch.next() => m,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let Some(permit) = permits.split(1) else { break };
+                    let ctx = ctx.clone();
+                    let name = name.clone();
+                    attempts.spawn(async move {
+                        handle(&ctx, &name, msg).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(function = %name, error = %e, "pull batch ended");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// What to tell JetStream about a submission.
+enum Settle {
+    /// Done for good.
+    Ack,
+    /// Bring it back after this long.
+    Later(Duration),
+}
+
+/// Handles one delivery of a submission.
+async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
+    let Ok(info) = msg.info() else { return };
+    let (seq, delivered) = (info.stream_sequence, info.delivered);
+    let accepted_at = Timestamp(info.published.timestamp_millis());
+    let (msg, acker) = msg.split();
+    let spec = ctx.function(function).await;
+    let parsed = submission::from_message(
+        function,
+        |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+        &msg.payload,
+        seq,
+        accepted_at,
+        ctx.config.retention(),
+        ctx.config.limits.max_payload,
+    );
+    let span = tracing::info_span!("task", task_id = %parsed.task.id, function = %function);
+    let persist = spec.as_ref().map(|s| s.task_mode).unwrap_or(true);
+    let settle = async {
+        let task = if persist {
+            match load_or_create(ctx, parsed, accepted_at).await {
+                Ok(Some(v)) if v.record.seq == seq => v,
+                Ok(Some(_)) => {
+                    tracing::debug!("duplicate submission dropped");
+                    return Settle::Ack;
+                }
+                Ok(None) => return Settle::Ack,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read task record; will retry");
+                    return Settle::Later(Duration::from_secs(1));
+                }
+            }
+        } else {
+            // Task mode off: the same lifecycle, kept in memory only; attempts from deliveries.
+            let t = machine::create(parsed.task, parsed.invalid, accepted_at);
+            records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+            let mut record = t.record;
+            if record.status == Status::Enqueued && delivered > 1 {
+                record.status = Status::Retrying;
+                record.attempts = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
+            }
+            Versioned { record, revision: 0 }
+        };
+        drive(ctx, task, spec.as_deref(), &acker, persist).await
+    }
+    .instrument(span)
+    .await;
+    let kind = match settle {
+        Settle::Ack => AckKind::Ack,
+        Settle::Later(d) => AckKind::Nak(Some(d.max(Duration::from_millis(1)))),
+    };
+    if let Err(e) = acker.ack_with(kind).await {
+        tracing::warn!(error = %e, "cannot settle submission; it will be redelivered");
+    }
+}
+
+/// The record of a submission, creating it when intake has not yet. `None`: nothing to do.
+async fn load_or_create(ctx: &Ctx, parsed: submission::Parsed, accepted_at: Timestamp) -> Result<Option<Versioned>, StoreError> {
+    if let Some(v) = ctx.tasks.get(&parsed.task.id).await? {
+        return Ok(Some(v));
+    }
+    let id = parsed.task.id.clone();
+    let t = machine::create(parsed.task, parsed.invalid, accepted_at);
+    match ctx.tasks.create(&t.record).await {
+        Ok(revision) => {
+            records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+            Ok(Some(Versioned { record: t.record, revision }))
+        }
+        Err(StoreError::Exists) => ctx.tasks.get(&id).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves a task on until it must wait or is done.
+async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: &Acker, persist: bool) -> Settle {
+    loop {
+        let now = Timestamp::now();
+        let r = &v.record;
+        let events = match r.status {
+            s if s.is_terminal() => return Settle::Ack,
+            Status::Stopping => vec![Event::Stop],
+            Status::Running => {
+                // Delivered again while recorded Running: the attempt's replica was lost.
+                let retry_at = spec.filter(|s| r.attempts < s.max_attempts).map(|_| now);
+                let error = TaskError::new(ErrorType::Unreachable, "attempt interrupted: its dispatcher stopped before recording an outcome");
+                vec![Event::Fail { error, retry_at, detail: "interrupted".into() }]
+            }
+            Status::Enqueued | Status::Dequeued | Status::Retrying => {
+                if let Some(at) = r.next_attempt_at.or(r.not_before).filter(|at| *at > now) {
+                    return Settle::Later(now.until(at));
+                }
+                match spec {
+                    Some(s) if s.enabled => {
+                        if outcome::is_expired(r, s, now) {
+                            vec![Event::Expire { reason: format!("older than max_event_age {}", s.max_event_age) }]
+                        } else {
+                            let start = Event::Start { attempt: r.attempts + 1 };
+                            if r.status == Status::Dequeued { vec![start] } else { vec![Event::Dequeue, start] }
+                        }
+                    }
+                    _ => {
+                        let why = match spec {
+                            Some(_) => format!("function {:?} is disabled", r.function),
+                            None => format!("no such function: {:?}", r.function),
+                        };
+                        if r.status == Status::Enqueued {
+                            vec![Event::Invalidate { reason: why }]
+                        } else {
+                            vec![Event::Expire { reason: format!("cannot run any more: {why}") }]
+                        }
+                    }
+                }
+            }
+            _ => return Settle::Ack,
+        };
+        v = match commit_or_reload(ctx, &v, events, now, persist).await {
+            Ok(next) => next,
+            Err(settle) => return settle,
+        };
+        if v.record.status == Status::Running {
+            let Some(spec) = spec else { continue };
+            v = match attempt(ctx, v, spec, acker, persist).await {
+                Ok(next) => next,
+                Err(settle) => return settle,
+            };
+        }
+    }
+}
+
+/// Writes `events` over `v`; on a lost race, the record as it now is (to be decided afresh).
+async fn commit_or_reload(ctx: &Ctx, v: &Versioned, events: Vec<Event>, now: Timestamp, persist: bool) -> Result<Versioned, Settle> {
+    match records::commit(&ctx.tasks, &ctx.nats.client, v, events, now, persist).await {
+        Ok((next, _)) => Ok(next),
+        Err(CommitError::Store(StoreError::Conflict)) => match ctx.tasks.get(&v.record.id).await {
+            Ok(Some(fresh)) => Ok(fresh),
+            Ok(None) => Err(Settle::Ack),
+            Err(_) => Err(Settle::Later(Duration::from_secs(1))),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record transition; will retry");
+            Err(Settle::Later(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Runs one attempt of a `Running` task and records its outcome.
+async fn attempt(ctx: &Ctx, v: Versioned, spec: &FunctionSpec, acker: &Acker, persist: bool) -> Result<Versioned, Settle> {
+    let r = &v.record;
+    let guard = ctx.control.register(&r.id);
+    let call = invoke::call(
+        &ctx.http,
+        Call {
+            endpoint: &spec.endpoint,
+            task_id: &r.id,
+            function: &r.function,
+            attempt: r.attempts,
+            timeout: spec.timeout.0,
+            content_type: r.content_type.as_deref(),
+            traceparent: r.traceparent.as_deref(),
+            body: r.input_bytes().into(),
+            max_result: ctx.config.limits.max_result,
+        },
+    );
+    tracing::debug!(attempt = r.attempts, "calling function");
+    let outcome = tokio::select! {
+        o = keep_alive(call, acker, ctx.config.dispatch.ack_wait.0) => Some(o),
+        _ = guard.token.cancelled() => None,
+    };
+    drop(guard);
+    let now = Timestamp::now();
+    let event = match outcome {
+        // Aborted by a stop request: the record says Stopping; finish it.
+        None => None,
+        // Long tasks (202 + Jetask-Async) are not reported back yet: treat as done.
+        Some(Outcome::Accepted) => Some(Event::Succeed { result: Default::default(), detail: "202".into() }),
+        Some(o) => outcome::decide(r, o, spec, ctx.config.limits.max_result, now, rand::random::<f64>()),
+    };
+    match event {
+        Some(ev) => commit_or_reload(ctx, &v, vec![ev], now, persist).await,
+        None => match ctx.tasks.get(&r.id).await {
+            Ok(Some(fresh)) => Ok(fresh),
+            _ => Err(Settle::Later(Duration::from_secs(1))),
+        },
+    }
+}
+
+/// Awaits `work`, telling JetStream every third of the ack wait that the task is still being
+/// worked on, so that a long attempt is never redelivered while in flight.
+async fn keep_alive<F: std::future::Future>(work: F, acker: &Acker, ack_wait: Duration) -> F::Output {
+    let mut tick = tokio::time::interval(ack_wait / 3);
+    tick.tick().await;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if let Err(e) = acker.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "cannot extend the ack wait of a running attempt");
+                }
+            }
+        }
+    }
+}

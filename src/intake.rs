@@ -1,0 +1,205 @@
+//! Intake: every submission becomes a record as soon as it is stored, however long its
+//! function's queue (one durable consumer over all submissions, shared by every replica,
+//! writing records with many creates in flight). Also the publishing side of HTTP submission.
+
+use crate::machine;
+use crate::records;
+use crate::service::Ctx;
+use crate::store::StoreError;
+use crate::subjects::{self, headers as h};
+use crate::submission::{self, Options};
+use crate::time::Timestamp;
+use async_nats::jetstream::AckKind;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Records written concurrently by one replica's intake.
+const IN_FLIGHT: usize = 512;
+
+/// Runs intake until `shutdown`.
+pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    loop {
+        let messages = match ctx.nats.submit.get_consumer::<async_nats::jetstream::consumer::pull::Config>(subjects::INTAKE_CONSUMER).await {
+            Ok(c) => c
+                .stream()
+                .max_messages_per_batch(IN_FLIGHT)
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "intake cannot consume; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let work = messages
+            .take_until(shutdown.clone().cancelled_owned())
+            .map(|m| {
+                let ctx = ctx.clone();
+                async move {
+                    match m {
+                        Ok(m) => record(&ctx, m).await,
+                        Err(e) => tracing::warn!(error = %e, "intake message error"),
+                    }
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .for_each(|_| async {});
+        work.await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Records one submission, then acknowledges it.
+async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
+    let Ok(info) = msg.info() else { return };
+    let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));
+    let function = msg.subject.as_str().strip_prefix("jetask.submit.").unwrap_or_default().to_string();
+    let spec = ctx.function(&function).await;
+    if spec.as_ref().is_some_and(|s| !s.task_mode) {
+        let _ = msg.ack().await;
+        return;
+    }
+    let headers = msg.headers.as_ref();
+    let parsed = submission::from_message(
+        &function,
+        |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+        &msg.payload,
+        seq,
+        accepted_at,
+        ctx.config.retention(),
+        ctx.config.limits.max_payload,
+    );
+    let invalid = parsed.invalid.or_else(|| spec.is_none().then(|| format!("no such function: {function:?}")));
+    let t = machine::create(parsed.task, invalid, accepted_at);
+    match ctx.tasks.create(&t.record).await {
+        Ok(_) => records::publish(&ctx.nats.client, &t.record, &t.effects).await,
+        Err(StoreError::Exists) => {}
+        Err(e) => {
+            tracing::warn!(task_id = %t.record.id, error = %e, "cannot record submission; will retry");
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return;
+        }
+    }
+    let _ = msg.ack().await;
+}
+
+/// What an HTTP submission led to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub task_id: String,
+    pub status: crate::task::Status,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("task ID {0:?} is held by another user")]
+    IdTaken(String),
+    #[error("JetStream unavailable: {0}")]
+    Unavailable(String),
+    #[error("input of {size} bytes is over limits.max_payload = {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// One submission arriving over HTTP, already validated.
+pub struct HttpSubmission {
+    pub function: String,
+    pub user: String,
+    pub id: Option<String>,
+    pub options: Options,
+    pub input: bytes::Bytes,
+}
+
+/// Publishes a submission and answers once JetStream has stored it. `record_now` also writes its
+/// record, so that a client reading it right after the answer finds it.
+pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) -> Result<Accepted, SubmitError> {
+    if s.input.len() > ctx.config.limits.max_payload {
+        return Err(SubmitError::TooLarge { size: s.input.len(), max: ctx.config.limits.max_payload });
+    }
+    let client_id = s.id.is_some();
+    let id = s.id.unwrap_or_else(crate::task::new_task_id);
+    if client_id {
+        // Past JetStream's duplicate window, the record is what deduplicates.
+        match ctx.tasks.get(&id).await {
+            Ok(Some(v)) => {
+                if auth && v.record.user != s.user {
+                    return Err(SubmitError::IdTaken(id));
+                }
+                return Ok(Accepted { task_id: id, status: v.record.status, duplicate: true });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(SubmitError::Unavailable(e.to_string())),
+        }
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(h::MSG_ID, id.as_str());
+    headers.insert(h::USER, s.user.as_str());
+    if let Some(nb) = s.options.not_before {
+        headers.insert(h::NOT_BEFORE, nb.to_string().as_str());
+    }
+    if let Some(c) = &s.options.callback {
+        headers.insert(h::CALLBACK, c.as_str());
+    }
+    if let Some(ct) = &s.options.content_type {
+        headers.insert(h::CONTENT_TYPE, ct.as_str());
+    }
+    if let Some(tp) = &s.options.traceparent {
+        headers.insert(h::TRACEPARENT, tp.as_str());
+    }
+    let now = Timestamp::now();
+    let ack = ctx
+        .nats
+        .js
+        .publish_with_headers(subjects::submit(&s.function), headers, s.input.clone())
+        .await
+        .map_err(|e| SubmitError::Unavailable(e.to_string()))?
+        .await
+        .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+    if ack.duplicate {
+        let existing = ctx.tasks.get(&id).await.ok().flatten();
+        if let Some(v) = &existing {
+            if auth && v.record.user != s.user {
+                return Err(SubmitError::IdTaken(id));
+            }
+        }
+        let status = existing.map(|v| v.record.status).unwrap_or(crate::task::Status::Enqueued);
+        return Ok(Accepted { task_id: id, status, duplicate: true });
+    }
+    if record_now && ctx.registry.get(&s.function).is_some_and(|f| f.task_mode) {
+        let t = machine::create(
+            machine::NewTask {
+                id: id.clone(),
+                function: s.function,
+                user: s.user,
+                seq: ack.sequence,
+                not_before: s.options.not_before.filter(|nb| *nb > now),
+                input: s.input.to_vec(),
+                content_type: s.options.content_type,
+                traceparent: s.options.traceparent,
+                callback: s.options.callback,
+                replay_of: None,
+                triggered_by: None,
+            },
+            None,
+            now,
+        );
+        // Intake writes it otherwise; whichever comes first wins.
+        if ctx.tasks.create(&t.record).await.is_ok() {
+            records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+        }
+    }
+    Ok(Accepted { task_id: id, status: crate::task::Status::Enqueued, duplicate: false })
+}

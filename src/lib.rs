@@ -1,0 +1,48 @@
+//! # jetask
+//!
+//! An asynchronous task platform on NATS JetStream: clients submit tasks over NATS or HTTP,
+//! dispatchers call each task's function (an HTTP endpoint) with retries, limits and timeouts,
+//! and every task's record, with its full history, lives in a JetStream KV bucket.
+//!
+//! ## Layout
+//!
+//! The pure core (no I/O, tested without a server):
+//! - [`task`]: the task record, states, IDs; [`machine`]: the lifecycle state machine;
+//! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
+//! - [`submission`]: reading a submission's headers; [`function`]: function policies;
+//! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
+//!
+//! The shell around it:
+//! - [`setup`]: connect, create streams, consumers and buckets;
+//! - [`store`]: records and functions in KV; [`records`]: apply + write + publish events;
+//! - [`registry`]: every replica's view of functions; [`index`]: the list index;
+//! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
+//! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
+//! - [`api`]: the HTTP API; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`].
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod destination;
+pub mod dev;
+pub mod dispatch;
+pub mod duration;
+pub mod events;
+pub mod function;
+pub mod index;
+pub mod intake;
+pub mod invoke;
+pub mod machine;
+pub mod outcome;
+pub mod records;
+pub mod registry;
+pub mod retry;
+pub mod service;
+pub mod setup;
+pub mod store;
+pub mod subjects;
+pub mod submission;
+pub mod task;
+pub mod time;

@@ -1,0 +1,175 @@
+//! What an endpoint's answer means (CONTRACT §5), and the event it leads to under a function's
+//! policy. Pure: the shell hands in the answer, the record, `now` and the jitter.
+
+use crate::function::FunctionSpec;
+use crate::machine::Event;
+use crate::retry::backoff_delay;
+use crate::task::{Encoded, ErrorType, TaskError, TaskRecord};
+use crate::time::Timestamp;
+use std::time::Duration;
+
+/// How one call to a function ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// 2xx: the body is the result.
+    Success { code: u16, body: Vec<u8> },
+    /// 202 with `Jetask-Async: true`: the function reports the end itself.
+    Accepted,
+    /// 429/503: not an attempt; retry after `retry_after` (else the backoff).
+    Throttled { code: u16, retry_after: Option<Duration> },
+    /// 408, other 5xx, timeout, connection error: an attempt used up, retried if any remain.
+    Retryable(TaskError),
+    /// Any other 4xx: the input is at fault, retrying cannot help.
+    Fatal(TaskError),
+}
+
+/// Classifies an HTTP answer.
+pub fn classify(code: u16, is_async: bool, retry_after: Option<Duration>, body: Vec<u8>) -> Outcome {
+    let function_error = |body: &[u8]| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
+        let message = if text.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {text}") };
+        TaskError::new(ErrorType::FunctionError, message)
+    };
+    match code {
+        202 if is_async => Outcome::Accepted,
+        200..=299 => Outcome::Success { code, body },
+        429 | 503 => Outcome::Throttled { code, retry_after },
+        408 | 500..=599 => Outcome::Retryable(function_error(&body)),
+        _ => Outcome::Fatal(function_error(&body)),
+    }
+}
+
+/// The event an outcome leads to for a `Running` record. `Accepted` yields `None`: the task
+/// stays `Running` until the function completes it.
+pub fn decide(
+    record: &TaskRecord,
+    outcome: Outcome,
+    spec: &FunctionSpec,
+    max_result: usize,
+    now: Timestamp,
+    jitter: f64,
+) -> Option<Event> {
+    Some(match outcome {
+        Outcome::Accepted => return None,
+        Outcome::Success { code, body } => Event::Succeed { result: Encoded::encode(&body, max_result), detail: code.to_string() },
+        Outcome::Throttled { code, retry_after } => {
+            let wait = retry_after.unwrap_or_else(|| backoff_delay(&spec.backoff, record.attempts.max(1), jitter));
+            Event::Throttle { retry_at: now.plus(wait), detail: code.to_string() }
+        }
+        Outcome::Retryable(error) => {
+            let detail = detail_of(&error);
+            let retry_at = (record.attempts < spec.max_attempts)
+                .then(|| now.plus(backoff_delay(&spec.backoff, record.attempts, jitter)));
+            Event::Fail { error, retry_at, detail }
+        }
+        Outcome::Fatal(error) => {
+            let detail = detail_of(&error);
+            Event::Fail { error, retry_at: None, detail }
+        }
+    })
+}
+
+fn detail_of(e: &TaskError) -> String {
+    match e.kind {
+        ErrorType::FunctionError => e.message.split(':').next().unwrap_or("").trim_start_matches("HTTP ").to_string(),
+        ErrorType::Timeout => "timeout".into(),
+        ErrorType::Unreachable => "unreachable".into(),
+        _ => e.message.clone(),
+    }
+}
+
+/// Whether a task created at `created_at` has outlived `spec.max_event_age` at `now`.
+pub fn is_expired(record: &TaskRecord, spec: &FunctionSpec, now: Timestamp) -> bool {
+    now > record.created_at.plus(spec.max_event_age.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::function::resolve;
+    use crate::machine::{create, NewTask};
+    use serde_json::json;
+
+    fn spec() -> FunctionSpec {
+        resolve(
+            &json!({"endpoint": "http://x.test", "max_attempts": 3, "backoff": {"initial": "1s", "jitter": false}}),
+            &json!({}),
+            Duration::from_secs(7 * 86400),
+        )
+        .unwrap()
+    }
+
+    fn running(attempts: u32) -> TaskRecord {
+        let mut r = create(
+            NewTask {
+                id: "t".into(),
+                function: "f".into(),
+                user: "u".into(),
+                seq: 1,
+                not_before: None,
+                input: vec![],
+                content_type: None,
+                traceparent: None,
+                callback: None,
+                replay_of: None,
+                triggered_by: None,
+            },
+            None,
+            Timestamp(0),
+        )
+        .record;
+        r.attempts = attempts;
+        r
+    }
+
+    #[test]
+    fn answers_are_classified_as_the_contract_table_says() {
+        assert!(matches!(classify(200, false, None, b"x".to_vec()), Outcome::Success { code: 200, .. }));
+        assert!(matches!(classify(204, false, None, vec![]), Outcome::Success { .. }));
+        assert_eq!(classify(202, true, None, vec![]), Outcome::Accepted);
+        assert!(matches!(classify(202, false, None, vec![]), Outcome::Success { .. }));
+        assert!(matches!(classify(429, false, None, vec![]), Outcome::Throttled { code: 429, .. }));
+        assert!(matches!(classify(503, false, None, vec![]), Outcome::Throttled { code: 503, .. }));
+        assert!(matches!(classify(408, false, None, vec![]), Outcome::Retryable(_)));
+        assert!(matches!(classify(500, false, None, vec![]), Outcome::Retryable(_)));
+        assert!(matches!(classify(502, false, None, vec![]), Outcome::Retryable(_)));
+        assert!(matches!(classify(400, false, None, vec![]), Outcome::Fatal(_)));
+        assert!(matches!(classify(404, false, None, vec![]), Outcome::Fatal(_)));
+        assert!(matches!(classify(301, false, None, vec![]), Outcome::Fatal(_)));
+    }
+
+    #[test]
+    fn a_failure_retries_while_attempts_remain_then_fails() {
+        let now = Timestamp(10_000);
+        let e = || classify(500, false, None, b"boom".to_vec());
+        match decide(&running(1), e(), &spec(), 100, now, 0.5) {
+            Some(Event::Fail { retry_at: Some(at), detail, error }) => {
+                assert_eq!(at, Timestamp(11_000));
+                assert_eq!(detail, "500");
+                assert_eq!(error.message, "HTTP 500: boom");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decide(&running(3), e(), &spec(), 100, now, 0.5), Some(Event::Fail { retry_at: None, .. })));
+    }
+
+    #[test]
+    fn a_client_error_fails_at_once() {
+        let ev = decide(&running(1), classify(422, false, None, vec![]), &spec(), 100, Timestamp(0), 0.0);
+        assert!(matches!(ev, Some(Event::Fail { retry_at: None, .. })));
+    }
+
+    #[test]
+    fn throttling_waits_for_retry_after() {
+        let ev = decide(&running(3), classify(429, false, Some(Duration::from_secs(7)), vec![]), &spec(), 100, Timestamp(0), 0.0);
+        assert_eq!(ev, Some(Event::Throttle { retry_at: Timestamp(7000), detail: "429".into() }));
+    }
+
+    #[test]
+    fn age_is_counted_from_creation() {
+        let s = spec();
+        let r = running(0);
+        assert!(!is_expired(&r, &s, Timestamp(86_400_000)));
+        assert!(is_expired(&r, &s, Timestamp(86_400_001)));
+    }
+}

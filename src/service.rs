@@ -1,0 +1,154 @@
+//! The running service: connects, sets up JetStream, starts intake, dispatch, the followers and
+//! the HTTP API, and shuts them down in order. `start` returns once it is serving, so tests run
+//! whole instances in-process.
+
+use crate::api;
+use crate::config::Config;
+use crate::control::Control;
+use crate::dispatch;
+use crate::function::{Function, FunctionSpec};
+use crate::index::Index;
+use crate::intake;
+use crate::registry::Registry;
+use crate::setup::{self, Nats, SetupError};
+use crate::store::{FunctionStore, TaskStore};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything a request or a task handler needs, passed in, never global.
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub nats: Nats,
+    pub tasks: TaskStore,
+    pub functions: FunctionStore,
+    pub registry: Arc<Registry>,
+    pub index: Arc<Index>,
+    pub control: Arc<Control>,
+    pub http: reqwest::Client,
+}
+
+impl Ctx {
+    /// A function's spec: this replica's view, or the bucket when the view has not caught up
+    /// with a function created a moment ago through another replica.
+    pub async fn function(&self, name: &str) -> Option<Arc<FunctionSpec>> {
+        if let Some(f) = self.registry.get(name) {
+            return Some(f);
+        }
+        match self.functions.get(name).await {
+            Ok(Some(f)) => {
+                let spec = Arc::new(f.spec.clone());
+                self.registry.upsert(f);
+                Some(spec)
+            }
+            _ => None,
+        }
+    }
+
+    /// Stores a function and makes sure its dispatch consumer exists before anyone submits.
+    pub async fn put_function(&self, f: &Function) -> Result<(), String> {
+        setup::ensure_dispatch_consumer(&self.nats.submit, &f.name, self.config.dispatch.ack_wait.0)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.functions.put(f).await.map_err(|e| e.to_string())?;
+        self.registry.upsert(f.clone());
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// A started instance.
+pub struct Service {
+    pub http_addr: SocketAddr,
+    pub ctx: Arc<Ctx>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// Stops taking work, lets in-flight attempts finish within the grace period, and returns
+    /// when everything has stopped.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+}
+
+pub async fn start(config: Config) -> Result<Service, StartError> {
+    let config = Arc::new(config);
+    let nats = setup::setup(&config).await?;
+    let ctx = Arc::new(Ctx {
+        tasks: TaskStore::new(nats.js.clone(), nats.tasks.clone()),
+        functions: FunctionStore::new(nats.functions.clone()),
+        registry: Arc::new(Registry::default()),
+        index: Arc::new(Index::default()),
+        control: Arc::new(Control::default()),
+        http: crate::invoke::http_client(),
+        config: config.clone(),
+        nats,
+    });
+    for f in config.static_functions().map_err(|e| StartError::Config(e.to_string()))? {
+        let stored = ctx.functions.get(&f.name).await.ok().flatten();
+        if stored.as_ref() != Some(&f) {
+            ctx.put_function(&f).await.map_err(StartError::Config)?;
+        }
+    }
+    ctx.registry.load(&ctx.functions).await.map_err(|e| StartError::Config(e.to_string()))?;
+
+    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+
+    let shutdown = CancellationToken::new();
+    let background = TaskTracker::new();
+    let attempts = TaskTracker::new();
+    let (control_ready, ready) = tokio::sync::oneshot::channel();
+    background.spawn(ctx.control.clone().listen(ctx.nats.client.clone(), control_ready, shutdown.clone()));
+    let _ = ready.await;
+    background.spawn(ctx.registry.clone().follow(ctx.functions.clone(), shutdown.clone()));
+    background.spawn(ctx.index.clone().follow(ctx.nats.js.clone(), config.retention(), shutdown.clone()));
+    background.spawn(intake::run(ctx.clone(), shutdown.clone()));
+    background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
+    let http_stop = CancellationToken::new();
+    let router = api::router(ctx.clone());
+    let http = tokio::spawn({
+        let http_stop = http_stop.clone();
+        async move {
+            let _ = axum::serve(listener, router).with_graceful_shutdown(http_stop.cancelled_owned()).await;
+        }
+    });
+
+    let grace = config.dispatch.shutdown_grace.0;
+    let done = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let client = ctx.nats.client.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: no new work; waiting for attempts in flight");
+            attempts.close();
+            if tokio::time::timeout(grace, attempts.wait()).await.is_err() {
+                tracing::warn!("grace period over; unfinished attempts are left to redelivery");
+            }
+            background.close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
+            http_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+            let _ = client.flush().await;
+        }
+    });
+    tracing::info!(http = %http_addr, "jetask serving");
+    Ok(Service { http_addr, ctx, shutdown, done })
+}

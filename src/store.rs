@@ -1,0 +1,159 @@
+//! Durable state in JetStream KV: task records (`JETASK_TASKS`) and function specs
+//! (`JETASK_FUNCTIONS`). Record writes are compare-and-swap on the key's revision, so a write
+//! applies only from the state it was decided from.
+
+use crate::function::Function;
+use crate::subjects::{self, headers as h};
+use crate::task::TaskRecord;
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `create` found the key already there.
+    #[error("record already exists")]
+    Exists,
+    /// `update` found a newer revision than the one it was decided from.
+    #[error("record changed since it was read")]
+    Conflict,
+    /// The record would not fit the server's message size.
+    #[error("record too large for the NATS server: {0}")]
+    TooLarge(String),
+    #[error("stored value is not a valid record: {0}")]
+    Corrupt(String),
+    #[error("JetStream unavailable: {0}")]
+    Nats(String),
+}
+
+fn nats(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Nats(e.to_string())
+}
+
+/// A record with the KV revision it was read at (or written as).
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    pub record: TaskRecord,
+    pub revision: u64,
+}
+
+/// Task records, keyed by task ID.
+#[derive(Clone)]
+pub struct TaskStore {
+    js: jetstream::Context,
+    kv: kv::Store,
+}
+
+impl TaskStore {
+    pub fn new(js: jetstream::Context, kv: kv::Store) -> Self {
+        TaskStore { js, kv }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
+        let entry = self.kv.entry(id).await.map_err(nats)?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let record = serde_json::from_slice(&e.value).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                Ok(Some(Versioned { record, revision: e.revision }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes a record that must not exist yet.
+    pub async fn create(&self, record: &TaskRecord) -> Result<u64, StoreError> {
+        self.write(record, 0).await.map_err(|e| match e {
+            StoreError::Conflict => StoreError::Exists,
+            other => other,
+        })
+    }
+
+    /// Writes `record` over the revision it was decided from.
+    pub async fn update(&self, record: &TaskRecord, revision: u64) -> Result<u64, StoreError> {
+        self.write(record, revision).await
+    }
+
+    async fn write(&self, record: &TaskRecord, revision: u64) -> Result<u64, StoreError> {
+        let body = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
+        // The list index follows records from these headers alone (a headers-only consumer).
+        headers.insert(h::INDEX_FUNCTION, record.function.as_str());
+        headers.insert(h::INDEX_STATUS, record.status.as_str());
+        headers.insert(h::INDEX_USER, record.user.as_str());
+        headers.insert(h::INDEX_CREATED, record.created_at.millis().to_string().as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subjects::task_key_subject(&record.id), headers, Bytes::from(body))
+            .await
+            .map_err(|e| publish_error(e.kind(), e))?
+            .await
+            .map_err(|e| publish_error(e.kind(), e))?;
+        Ok(ack.sequence)
+    }
+}
+
+fn publish_error(kind: PublishErrorKind, e: impl std::fmt::Display) -> StoreError {
+    match kind {
+        PublishErrorKind::WrongLastSequence => StoreError::Conflict,
+        PublishErrorKind::MaxPayloadExceeded => StoreError::TooLarge(e.to_string()),
+        _ => nats(e),
+    }
+}
+
+/// Function specs, keyed by name; every replica watches them (see [`crate::registry`]).
+#[derive(Clone)]
+pub struct FunctionStore {
+    kv: kv::Store,
+}
+
+impl FunctionStore {
+    pub fn new(kv: kv::Store) -> Self {
+        FunctionStore { kv }
+    }
+
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<Function>, StoreError> {
+        match self.kv.entry(name).await.map_err(nats)? {
+            Some(e) if e.operation == kv::Operation::Put => {
+                serde_json::from_slice(&e.value).map(Some).map_err(|err| StoreError::Corrupt(err.to_string()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn put(&self, f: &Function) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(f).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.kv.put(&f.name, body.into()).await.map_err(nats)?;
+        Ok(())
+    }
+
+    /// Deletes `name`; `false` when there was no such function.
+    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        if self.get(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.kv.delete(name).await.map_err(nats)?;
+        Ok(true)
+    }
+
+    pub async fn list(&self) -> Result<Vec<Function>, StoreError> {
+        let mut keys = self.kv.keys().await.map_err(nats)?;
+        let mut names = Vec::new();
+        while let Some(k) = keys.next().await {
+            names.push(k.map_err(nats)?);
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            if let Some(f) = self.get(&n).await? {
+                out.push(f);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}

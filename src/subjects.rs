@@ -1,0 +1,77 @@
+//! Every subject, stream, consumer, bucket and header name jetask uses, built in one place.
+
+/// Stream holding submissions until intake has recorded them and a dispatcher has finished them.
+pub const SUBMIT_STREAM: &str = "JETASK_SUBMIT";
+/// Subjects of that stream.
+pub const SUBMIT_ALL: &str = "jetask.submit.>";
+/// Durable consumer of intake: sees every submission once, to record it.
+pub const INTAKE_CONSUMER: &str = "intake";
+/// Bucket of task records, keyed by task ID.
+pub const TASKS_BUCKET: &str = "JETASK_TASKS";
+/// Bucket of function specs, keyed by function name.
+pub const FUNCTIONS_BUCKET: &str = "JETASK_FUNCTIONS";
+/// Core-NATS subject on which stop requests reach the replica holding an attempt.
+pub const CONTROL_STOP: &str = "jetask.control.stop";
+
+pub fn submit(function: &str) -> String {
+    format!("jetask.submit.{function}")
+}
+
+/// The function a submission subject names, if it is one.
+pub fn function_of_submit(subject: &str) -> Option<&str> {
+    subject.strip_prefix("jetask.submit.").filter(|f| !f.contains('.'))
+}
+
+/// Durable dispatch consumer of one function, shared by every replica.
+pub fn dispatch_consumer(function: &str) -> String {
+    format!("fn-{function}")
+}
+
+pub fn function_of_consumer(consumer: &str) -> Option<&str> {
+    consumer.strip_prefix("fn-")
+}
+
+pub fn event(function: &str, status: crate::task::Status) -> String {
+    format!("jetask.events.{function}.{status}")
+}
+
+/// The subject a record is written to in the KV stream.
+pub fn task_key_subject(id: &str) -> String {
+    format!("$KV.{TASKS_BUCKET}.{id}")
+}
+
+/// Headers of submissions (CONTRACT §3.1) and of calls (§5).
+pub mod headers {
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const DELAY: &str = "Jetask-Delay";
+    pub const NOT_BEFORE: &str = "Jetask-Not-Before";
+    pub const USER: &str = "Jetask-User";
+    pub const CALLBACK: &str = "Jetask-Callback";
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TASK_ID: &str = "Jetask-Task-Id";
+    pub const FUNCTION: &str = "Jetask-Function";
+    pub const ATTEMPT: &str = "Jetask-Attempt";
+    pub const DEADLINE: &str = "Jetask-Deadline";
+    pub const ASYNC: &str = "Jetask-Async";
+    /// Set by the HTTP API on submissions it publishes: the acceptance time it recorded.
+    pub const ACCEPTED_AT: &str = "Jetask-Accepted-At";
+    /// Set on record writes so that the list index can follow records from headers alone.
+    pub const INDEX_FUNCTION: &str = "Jetask-Idx-Function";
+    pub const INDEX_STATUS: &str = "Jetask-Idx-Status";
+    pub const INDEX_USER: &str = "Jetask-Idx-User";
+    pub const INDEX_CREATED: &str = "Jetask-Idx-Created";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_subjects_round_trip() {
+        assert_eq!(function_of_submit(&submit("resize")), Some("resize"));
+        assert_eq!(function_of_submit("jetask.submit.a.b"), None);
+        assert_eq!(function_of_consumer(&dispatch_consumer("resize")), Some("resize"));
+        assert_eq!(event("resize", crate::task::Status::Succeeded), "jetask.events.resize.Succeeded");
+    }
+}

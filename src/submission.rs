@@ -1,0 +1,230 @@
+//! Reading a submission (CONTRACT §3): its ID, user, delay, callback and pass-through headers,
+//! validated. Pure: headers come in as a lookup function, times as arguments. Over HTTP a bad
+//! field is a 400; over NATS, where the message is already accepted, it makes the task `Invalid`.
+
+use crate::destination::Destination;
+use crate::duration::Dur;
+use crate::machine::NewTask;
+use crate::subjects::headers as h;
+use crate::task::{id_from_sequence, valid_task_id, valid_user};
+use crate::time::Timestamp;
+use std::time::Duration;
+
+/// A field of a submission that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+pub fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError { field: field.to_string(), reason: reason.into() }
+}
+
+/// The options of a submission, before its ID and sequence are known.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Options {
+    pub not_before: Option<Timestamp>,
+    pub callback: Option<String>,
+    pub content_type: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
+    if valid_task_id(id) {
+        Ok(())
+    } else {
+        Err(field_error(field, format!("{id:?} is not a task ID ([A-Za-z0-9_-]{{1,128}})")))
+    }
+}
+
+pub fn check_user(field: &str, user: &str) -> Result<(), FieldError> {
+    if valid_user(user) {
+        Ok(())
+    } else {
+        Err(field_error(field, format!("{user:?} is not a user name ([A-Za-z0-9_-]{{1,128}})")))
+    }
+}
+
+/// `not_before` from a delay or a time (at most one of them), bounded by `max_delay`.
+pub fn not_before(
+    delay: Option<(&str, &str)>,
+    at: Option<(&str, &str)>,
+    accepted_at: Timestamp,
+    max_delay: Duration,
+) -> Result<Option<Timestamp>, FieldError> {
+    let limit = || format!("at most {} after acceptance (the record retention)", Dur(max_delay));
+    match (delay, at) {
+        (Some((f1, _)), Some((f2, _))) => Err(field_error(f1, format!("give either {f1} or {f2}, not both"))),
+        (Some((field, raw)), None) => {
+            let d: Dur = raw.parse().map_err(|e: crate::duration::DurationError| field_error(field, e.to_string()))?;
+            if d.0 > max_delay {
+                return Err(field_error(field, format!("{d} is too long: {}", limit())));
+            }
+            Ok(Some(accepted_at.plus(d.0)).filter(|_| !d.0.is_zero()))
+        }
+        (None, Some((field, raw))) => {
+            let t: Timestamp = raw.parse().map_err(|e: crate::time::TimeError| field_error(field, e.to_string()))?;
+            if t > accepted_at.plus(max_delay) {
+                return Err(field_error(field, format!("{t} is too far ahead: {}", limit())));
+            }
+            Ok(Some(t).filter(|t| *t > accepted_at))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+pub fn check_callback(field: &str, raw: &str) -> Result<String, FieldError> {
+    raw.parse::<Destination>().map(|_| raw.to_string()).map_err(|e| field_error(field, e.to_string()))
+}
+
+pub fn check_traceparent(raw: &str) -> Result<String, FieldError> {
+    let parts: Vec<&str> = raw.trim().split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if parts.len() >= 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2) {
+        Ok(raw.trim().to_string())
+    } else {
+        Err(field_error(h::TRACEPARENT, "not a W3C trace context (version-traceid-parentid-flags)"))
+    }
+}
+
+/// A submission read from a JetStream message.
+pub struct Parsed {
+    pub task: NewTask,
+    /// Why the task cannot run, when it cannot.
+    pub invalid: Option<String>,
+}
+
+/// Reads a message on `jetask.submit.<function>`. Never fails: a field that cannot be used makes
+/// the task invalid (with the reason), since the message is already accepted.
+pub fn from_message<'a>(
+    function: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+    input: &[u8],
+    seq: u64,
+    accepted_at: Timestamp,
+    max_delay: Duration,
+    max_payload: usize,
+) -> Parsed {
+    let mut invalid = None;
+    let mut note = |e: FieldError| {
+        invalid.get_or_insert(e.to_string());
+    };
+    let id = match header(h::MSG_ID) {
+        Some(id) => match check_id(h::MSG_ID, id) {
+            Ok(()) => id.to_string(),
+            Err(e) => {
+                note(e);
+                id_from_sequence(seq)
+            }
+        },
+        None => id_from_sequence(seq),
+    };
+    let user = match header(h::USER) {
+        Some(u) => match check_user(h::USER, u) {
+            Ok(()) => u.to_string(),
+            Err(e) => {
+                note(e);
+                "default".to_string()
+            }
+        },
+        None => "default".to_string(),
+    };
+    let nb = not_before(
+        header(h::DELAY).map(|v| (h::DELAY, v)),
+        header(h::NOT_BEFORE).map(|v| (h::NOT_BEFORE, v)),
+        accepted_at,
+        max_delay,
+    )
+    .unwrap_or_else(|e| {
+        note(e);
+        None
+    });
+    let callback = header(h::CALLBACK).and_then(|c| check_callback(h::CALLBACK, c).map_err(&mut note).ok());
+    let traceparent = header(h::TRACEPARENT).and_then(|t| check_traceparent(t).map_err(&mut note).ok());
+    if input.len() > max_payload {
+        note(field_error("input", format!("{} bytes is over limits.max_payload = {max_payload}", input.len())));
+    }
+    Parsed {
+        task: NewTask {
+            id,
+            function: function.to_string(),
+            user,
+            seq,
+            not_before: nb,
+            input: input.to_vec(),
+            content_type: header(h::CONTENT_TYPE).map(str::to_string),
+            traceparent,
+            callback,
+            replay_of: None,
+            triggered_by: None,
+        },
+        invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const WEEK: Duration = Duration::from_secs(7 * 86400);
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn parse(headers: &[(&str, &str)]) -> Parsed {
+        let map: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        from_message("f", |k| map.get(k).map(String::as_str), b"in", 42, NOW, WEEK, 1024)
+    }
+
+    #[test]
+    fn a_bare_message_gets_an_id_from_its_sequence() {
+        let p = parse(&[]);
+        assert_eq!(p.task.id, "seq-42");
+        assert_eq!(p.task.user, "default");
+        assert!(p.invalid.is_none() && p.task.not_before.is_none());
+    }
+
+    #[test]
+    fn headers_set_id_user_delay_and_pass_through_fields() {
+        let p = parse(&[
+            ("Nats-Msg-Id", "job-1"),
+            ("Jetask-User", "alice"),
+            ("Jetask-Delay", "1500ms"),
+            ("Content-Type", "text/plain"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("Jetask-Callback", "nats:done"),
+        ]);
+        assert!(p.invalid.is_none(), "{:?}", p.invalid);
+        assert_eq!((p.task.id.as_str(), p.task.user.as_str()), ("job-1", "alice"));
+        assert_eq!(p.task.not_before, Some(Timestamp(NOW.0 + 1500)));
+        assert_eq!(p.task.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(p.task.callback.as_deref(), Some("nats:done"));
+    }
+
+    #[test]
+    fn a_bad_header_makes_the_task_invalid_naming_it() {
+        for (k, v) in [
+            ("Jetask-Delay", "soon"),
+            ("Jetask-Delay", "8d"),
+            ("Jetask-Not-Before", "tomorrow"),
+            ("Jetask-User", "a.b"),
+            ("Nats-Msg-Id", "has space"),
+            ("Jetask-Callback", "ftp://x"),
+            ("traceparent", "xyz"),
+        ] {
+            let p = parse(&[(k, v)]);
+            let reason = p.invalid.unwrap_or_else(|| panic!("{k}: {v} accepted"));
+            assert!(reason.starts_with(k), "{reason}");
+        }
+    }
+
+    #[test]
+    fn not_before_in_the_past_runs_at_once() {
+        let p = parse(&[("Jetask-Not-Before", "2020-01-01T00:00:00Z")]);
+        assert!(p.invalid.is_none());
+        assert_eq!(p.task.not_before, None);
+        let p = parse(&[("Jetask-Delay", "1s"), ("Jetask-Not-Before", "2030-01-01T00:00:00Z")]);
+        assert!(p.invalid.is_some());
+    }
+}
