@@ -79,7 +79,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     println!("      curl -X POST {base}/v1/functions/demo/tasks -d hello");
     println!("      curl {base}/v1/tasks");
     println!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     println!("stopping…");
     svc.stop().await;
     drop(child);
