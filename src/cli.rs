@@ -138,12 +138,22 @@ impl Client {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.with_context(|| format!("cannot reach jetask at {} (is `jetask serve` running?)", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach jetask at {} (is `jetask serve` running?)", self.base))?;
         let code = resp.status().as_u16();
         let text = resp.text().await?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if code >= 400 {
-            let msg = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+            let msg = body["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
             bail!("{msg} (HTTP {code})");
         }
         Ok((code, body))
@@ -183,19 +193,42 @@ pub fn task_text(t: &Value) -> String {
         out.push_str(&format!("result (base64): {}\n", s(&t["result_base64"])));
     }
     if !t["error"].is_null() {
-        out.push_str(&format!("error: {}: {}\n", s(&t["error"]["type"]), s(&t["error"]["message"])));
+        out.push_str(&format!(
+            "error: {}: {}\n",
+            s(&t["error"]["type"]),
+            s(&t["error"]["message"])
+        ));
     }
     out.push_str("history:\n");
     for e in t["events"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {}  {:<10} {}\n", s(&e["at"]), s(&e["status"]), if e["detail"].is_null() { String::new() } else { s(&e["detail"]) }));
+        out.push_str(&format!(
+            "  {}  {:<10} {}\n",
+            s(&e["at"]),
+            s(&e["status"]),
+            if e["detail"].is_null() {
+                String::new()
+            } else {
+                s(&e["detail"])
+            }
+        ));
     }
     out.trim_end().to_string()
 }
 
 fn list_text(v: &Value) -> String {
-    let mut out = format!("{:<36} {:<16} {:<10} {:<8} {}\n", "ID", "FUNCTION", "STATUS", "ATTEMPTS", "CREATED");
+    let mut out = format!(
+        "{:<36} {:<16} {:<10} {:<8} {}\n",
+        "ID", "FUNCTION", "STATUS", "ATTEMPTS", "CREATED"
+    );
     for t in v["tasks"].as_array().into_iter().flatten() {
-        out.push_str(&format!("{:<36} {:<16} {:<10} {:<8} {}\n", s(&t["id"]), s(&t["function"]), s(&t["status"]), s(&t["attempts"]), s(&t["created_at"])));
+        out.push_str(&format!(
+            "{:<36} {:<16} {:<10} {:<8} {}\n",
+            s(&t["id"]),
+            s(&t["function"]),
+            s(&t["status"]),
+            s(&t["attempts"]),
+            s(&t["created_at"])
+        ));
     }
     if let Some(c) = v["next_cursor"].as_str() {
         out.push_str(&format!("more: --cursor {c}\n"));
@@ -205,11 +238,30 @@ fn list_text(v: &Value) -> String {
 
 fn function_text(f: &Value) -> String {
     let mut out = format!("function {}  endpoint {}\n", s(&f["name"]), s(&f["endpoint"]));
-    for k in ["enabled", "task_mode", "timeout", "max_attempts", "max_event_age", "heartbeat_timeout", "on_success", "on_failure"] {
+    for k in [
+        "enabled",
+        "task_mode",
+        "timeout",
+        "max_attempts",
+        "max_event_age",
+        "heartbeat_timeout",
+        "on_success",
+        "on_failure",
+    ] {
         out.push_str(&format!("  {k}: {}\n", s(&f[k])));
     }
-    out.push_str(&format!("  backoff: {}\n  concurrency: {}\n", f["backoff"], f["concurrency"]));
-    for k in ["rate_limit", "user_rate_limit", "queued", "running", "delayed", "signing_secret"] {
+    out.push_str(&format!(
+        "  backoff: {}\n  concurrency: {}\n",
+        f["backoff"], f["concurrency"]
+    ));
+    for k in [
+        "rate_limit",
+        "user_rate_limit",
+        "queued",
+        "running",
+        "delayed",
+        "signing_secret",
+    ] {
         if !f[k].is_null() {
             out.push_str(&format!("  {k}: {}\n", s(&f[k])));
         }
@@ -227,9 +279,21 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             let v = c.get(&format!("/v1/tasks/{id}?include_input={include_input}")).await?;
             print(json, &v, task_text);
         }
-        Command::Task(TaskCommand::List { function, status, user, limit, cursor }) => {
+        Command::Task(TaskCommand::List {
+            function,
+            status,
+            user,
+            limit,
+            cursor,
+        }) => {
             let mut q = Vec::new();
-            for (k, v) in [("function", function), ("status", status), ("user", user), ("limit", limit.map(|l| l.to_string())), ("cursor", cursor)] {
+            for (k, v) in [
+                ("function", function),
+                ("status", status),
+                ("user", user),
+                ("limit", limit.map(|l| l.to_string())),
+                ("cursor", cursor),
+            ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", urlencode(&v)));
                 }
@@ -241,7 +305,17 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             let (_, v) = c.send(c.http.post(format!("{}/v1/tasks/{id}/stop", c.base))).await?;
             print(json, &v, |v| format!("task {} is {}", s(&v["id"]), s(&v["status"])));
         }
-        Command::Fn(FnCommand::Put { name, endpoint, timeout, max_attempts, max_event_age, concurrency, disabled, no_task_mode, policy }) => {
+        Command::Fn(FnCommand::Put {
+            name,
+            endpoint,
+            timeout,
+            max_attempts,
+            max_event_age,
+            concurrency,
+            disabled,
+            no_task_mode,
+            policy,
+        }) => {
             let mut body = match policy {
                 Some(p) => serde_json::from_str::<Value>(&p).context("--policy is not a JSON object")?,
                 None => serde_json::json!({}),
@@ -265,7 +339,9 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             if no_task_mode {
                 body["task_mode"] = false.into();
             }
-            let (_, v) = c.send(c.http.put(format!("{}/v1/functions/{name}", c.base)).json(&body)).await?;
+            let (_, v) = c
+                .send(c.http.put(format!("{}/v1/functions/{name}", c.base)).json(&body))
+                .await?;
             print(json, &v, function_text);
         }
         Command::Fn(FnCommand::Get { name }) => {
@@ -277,7 +353,12 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             print(json, &v, |v| {
                 let mut out = format!("{:<24} {:<8} {}\n", "NAME", "ENABLED", "ENDPOINT");
                 for f in v["functions"].as_array().into_iter().flatten() {
-                    out.push_str(&format!("{:<24} {:<8} {}\n", s(&f["name"]), s(&f["enabled"]), s(&f["endpoint"])));
+                    out.push_str(&format!(
+                        "{:<24} {:<8} {}\n",
+                        s(&f["name"]),
+                        s(&f["enabled"]),
+                        s(&f["endpoint"])
+                    ));
                 }
                 out.trim_end().to_string()
             });
@@ -308,13 +389,18 @@ async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Result<i32> {
     let body = match a.payload.as_deref() {
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
             buf
         }
         Some(p) => p.as_bytes().to_vec(),
         None => Vec::new(),
     };
-    let mut req = c.http.post(format!("{}/v1/functions/{}/tasks", c.base, a.function)).body(body);
+    let mut req = c
+        .http
+        .post(format!("{}/v1/functions/{}/tasks", c.base, a.function))
+        .body(body);
     if let Some(id) = &a.id {
         req = req.header("Idempotency-Key", id);
     }
@@ -331,7 +417,11 @@ async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Result<i32> {
     let id = s(&accepted["task_id"]);
     if !a.wait {
         print(json, &accepted, |v| {
-            let dup = if v["duplicate"] == Value::Bool(true) { " (duplicate: nothing new runs)" } else { "" };
+            let dup = if v["duplicate"] == Value::Bool(true) {
+                " (duplicate: nothing new runs)"
+            } else {
+                ""
+            };
             format!("task {} {}{dup}", s(&v["task_id"]), s(&v["status"]))
         });
         return Ok(0);
@@ -341,7 +431,10 @@ async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Result<i32> {
         let t = c.get(&format!("/v1/tasks/{id}")).await;
         if let Ok(t) = t {
             let status = s(&t["status"]);
-            if matches!(status.as_str(), "Succeeded" | "Failed" | "Stopped" | "Expired" | "Invalid") {
+            if matches!(
+                status.as_str(),
+                "Succeeded" | "Failed" | "Stopped" | "Expired" | "Invalid"
+            ) {
                 if json {
                     print(true, &t, |_| String::new());
                 } else if status == "Succeeded" {

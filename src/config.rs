@@ -54,7 +54,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into() }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
     }
 }
 
@@ -76,7 +78,10 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_payload: 1024 * 1024, max_result: 256 * 1024 }
+        LimitsConfig {
+            max_payload: 1024 * 1024,
+            max_result: 256 * 1024,
+        }
     }
 }
 
@@ -89,7 +94,9 @@ pub struct TasksConfig {
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        TasksConfig { retention: Dur::from_secs(7 * 86400) }
+        TasksConfig {
+            retention: Dur::from_secs(7 * 86400),
+        }
     }
 }
 
@@ -104,7 +111,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: "text".into(), level: "info".into() }
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -120,7 +130,10 @@ pub struct DispatchConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig { ack_wait: Dur::from_secs(15), shutdown_grace: Dur::from_secs(30) }
+        DispatchConfig {
+            ack_wait: Dur::from_secs(15),
+            shutdown_grace: Dur::from_secs(30),
+        }
     }
 }
 
@@ -152,10 +165,23 @@ pub enum ConfigError {
 }
 
 fn key_err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Key { key: key.into(), reason: reason.into() }
+    ConfigError::Key {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
-const SECTIONS: [&str; 9] = ["nats", "http", "auth", "limits", "tasks", "log", "dispatch", "defaults", "functions"];
+const SECTIONS: [&str; 9] = [
+    "nats",
+    "http",
+    "auth",
+    "limits",
+    "tasks",
+    "log",
+    "dispatch",
+    "defaults",
+    "functions",
+];
 
 impl Config {
     /// Loads `path` (or `./jetask.toml` when it exists), then the environment.
@@ -168,9 +194,14 @@ impl Config {
         };
         let mut table = match &file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax { path: p.clone(), message: e.message().to_string() })?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+                    path: p.clone(),
+                    message: e.message().to_string(),
+                })?
             }
             None => toml::Table::new(),
         };
@@ -180,16 +211,20 @@ impl Config {
 
     /// Builds and validates a configuration from TOML text (no environment).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let table = text
-            .parse::<toml::Table>()
-            .map_err(|e| ConfigError::Syntax { path: PathBuf::from("<inline>"), message: e.message().to_string() })?;
+        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("<inline>"),
+            message: e.message().to_string(),
+        })?;
         Config::from_table(table)
     }
 
     fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
-            key_err(if path == "." { "config".to_string() } else { path }, e.into_inner().to_string())
+            key_err(
+                if path == "." { "config".to_string() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         if config.defaults.is_null() {
             config.defaults = serde_json::json!({});
@@ -204,7 +239,12 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.http.listen.parse().map_err(|_| key_err("http.listen", format!("{:?} is not an address like 127.0.0.1:8080", self.http.listen)))
+        self.http.listen.parse().map_err(|_| {
+            key_err(
+                "http.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", self.http.listen),
+            )
+        })
     }
 
     /// The static `[functions.NAME]` tables, resolved over `[defaults]`.
@@ -213,10 +253,16 @@ impl Config {
             .iter()
             .map(|(name, partial)| {
                 if !valid_function_name(name) {
-                    return Err(key_err(format!("functions.{name}"), "function names are [A-Za-z0-9_-]{1,64}"));
+                    return Err(key_err(
+                        format!("functions.{name}"),
+                        "function names are [A-Za-z0-9_-]{1,64}",
+                    ));
                 }
                 function::resolve(partial, &self.defaults, self.retention())
-                    .map(|spec| Function { name: name.clone(), spec })
+                    .map(|spec| Function {
+                        name: name.clone(),
+                        spec,
+                    })
                     .map_err(|e| key_err(format!("functions.{name}.{}", e.key), e.reason))
             })
             .collect()
@@ -235,7 +281,10 @@ impl Config {
         }
         let w = self.nats.duplicate_window.0;
         if w < Duration::from_secs(1) || w > retention {
-            return Err(key_err("nats.duplicate_window", "must be between 1s and tasks.retention"));
+            return Err(key_err(
+                "nats.duplicate_window",
+                "must be between 1s and tasks.retention",
+            ));
         }
         self.listen_addr()?;
         for (token, user) in &self.auth.tokens {
@@ -243,7 +292,10 @@ impl Config {
                 return Err(key_err("auth.tokens", "every token must be at least 8 characters"));
             }
             if !valid_user(user) {
-                return Err(key_err(format!("auth.tokens.{token}"), format!("{user:?} is not a user name ([A-Za-z0-9_-]{{1,128}})")));
+                return Err(key_err(
+                    format!("auth.tokens.{token}"),
+                    format!("{user:?} is not a user name ([A-Za-z0-9_-]{{1,128}})"),
+                ));
             }
         }
         if !(1..=64 * 1024 * 1024).contains(&self.limits.max_payload) {
@@ -253,7 +305,10 @@ impl Config {
             return Err(key_err("limits.max_result", "must be between 1 byte and 16 MiB"));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(key_err("log.format", format!("{:?}: expected \"text\" or \"json\"", self.log.format)));
+            return Err(key_err(
+                "log.format",
+                format!("{:?}: expected \"text\" or \"json\"", self.log.format),
+            ));
         }
         if self.dispatch.ack_wait.0 < Duration::from_secs(1) || self.dispatch.ack_wait.0 > Duration::from_secs(300) {
             return Err(key_err("dispatch.ack_wait", "must be between 1s and 5m"));
@@ -266,7 +321,8 @@ impl Config {
         let mut probe = serde_json::json!({"endpoint": "http://127.0.0.1/"});
         function::merge(&mut probe, &self.defaults);
         probe["endpoint"] = "http://127.0.0.1/".into();
-        function::resolve(&probe, &serde_json::json!({}), retention).map_err(|e| key_err(format!("defaults.{}", e.key), e.reason))?;
+        function::resolve(&probe, &serde_json::json!({}), retention)
+            .map_err(|e| key_err(format!("defaults.{}", e.key), e.reason))?;
         self.static_functions()?;
         Ok(())
     }
@@ -277,9 +333,13 @@ impl Config {
 /// `token=user,token=user`.
 pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix("JETASK_") else { continue };
+        let Some(rest) = name.strip_prefix("JETASK_") else {
+            continue;
+        };
         let rest = rest.to_ascii_lowercase();
-        let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else { continue };
+        let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+            continue;
+        };
         let key = &rest[section.len() + 1..];
         if key.is_empty() {
             continue;
@@ -336,23 +396,37 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert_eq!(key_of("[http]\nlisten = \"nowhere\""), "http.listen");
-        assert_eq!(key_of("[nats]\nduplicate_window = \"2 minutes\""), "nats.duplicate_window");
+        assert_eq!(
+            key_of("[nats]\nduplicate_window = \"2 minutes\""),
+            "nats.duplicate_window"
+        );
         assert_eq!(key_of("[nats]\nsurl = \"x\""), "nats.surl");
         assert_eq!(key_of("[limits]\nmax_payload = \"big\""), "limits.max_payload");
         assert_eq!(key_of("[log]\nformat = \"xml\""), "log.format");
         assert_eq!(key_of("[defaults]\ntimeout = \"99h\""), "defaults.timeout");
-        assert_eq!(key_of("[functions.f]\nendpoint = \"http://x.test\"\nmax_attempts = 0"), "functions.f.max_attempts");
-        assert_eq!(key_of("[functions.\"a.b\"]\nendpoint = \"http://x.test\""), "functions.a.b");
+        assert_eq!(
+            key_of("[functions.f]\nendpoint = \"http://x.test\"\nmax_attempts = 0"),
+            "functions.f.max_attempts"
+        );
+        assert_eq!(
+            key_of("[functions.\"a.b\"]\nendpoint = \"http://x.test\""),
+            "functions.a.b"
+        );
         assert_eq!(key_of("[auth.tokens]\nshort = \"alice\""), "auth.tokens");
     }
 
     #[test]
     fn environment_overrides_the_file() {
-        let mut t: toml::Table = "[http]\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_payload = 10".parse().unwrap();
+        let mut t: toml::Table = "[http]\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_payload = 10"
+            .parse()
+            .unwrap();
         let vars = vec![
             ("JETASK_HTTP_LISTEN".to_string(), "127.0.0.1:9999".to_string()),
             ("JETASK_LIMITS_MAX_PAYLOAD".to_string(), "2048".to_string()),
-            ("JETASK_AUTH_TOKENS".to_string(), "secret-token-1=alice,secret-token-2=bob".to_string()),
+            (
+                "JETASK_AUTH_TOKENS".to_string(),
+                "secret-token-1=alice,secret-token-2=bob".to_string(),
+            ),
             ("JETASK_TOKEN".to_string(), "not config".to_string()),
         ];
         apply_env(&mut t, vars.into_iter()).unwrap();
@@ -364,7 +438,9 @@ mod tests {
 
     #[test]
     fn static_functions_resolve_over_defaults() {
-        let c = Config::from_toml("[defaults]\nmax_attempts = 2\n[functions.resize]\nendpoint = \"http://127.0.0.1:9/r\"").unwrap();
+        let c =
+            Config::from_toml("[defaults]\nmax_attempts = 2\n[functions.resize]\nendpoint = \"http://127.0.0.1:9/r\"")
+                .unwrap();
         let f = c.static_functions().unwrap();
         assert_eq!(f[0].name, "resize");
         assert_eq!(f[0].spec.max_attempts, 2);

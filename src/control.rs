@@ -34,7 +34,11 @@ impl Control {
         if let Ok(mut m) = self.inflight.lock() {
             m.insert(id.to_string(), token.clone());
         }
-        AttemptGuard { control: self.clone(), id: id.to_string(), token }
+        AttemptGuard {
+            control: self.clone(),
+            id: id.to_string(),
+            token,
+        }
     }
 
     /// Aborts the attempt of `id` if this replica holds it.
@@ -58,7 +62,12 @@ impl Control {
     }
 
     /// Listens for stop requests until `shutdown`.
-    pub async fn listen(self: Arc<Self>, client: async_nats::Client, ready: tokio::sync::oneshot::Sender<()>, shutdown: CancellationToken) {
+    pub async fn listen(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        ready: tokio::sync::oneshot::Sender<()>,
+        shutdown: CancellationToken,
+    ) {
         let mut sub = match client.subscribe(subjects::CONTROL_STOP).await {
             Ok(s) => s,
             Err(e) => {

@@ -29,7 +29,10 @@ pub fn router() -> Router {
             "/fail",
             post(|Query(q): Query<HashMap<String, String>>| async move {
                 let code = q.get("status").and_then(|v| v.parse().ok()).unwrap_or(500);
-                (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "demo failure")
+                (
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    "demo failure",
+                )
             }),
         )
 }

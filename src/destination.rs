@@ -27,7 +27,10 @@ fn valid_subject(s: &str) -> bool {
 impl FromStr for Destination {
     type Err = DestinationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| DestinationError { input: s.to_string(), reason };
+        let err = |reason| DestinationError {
+            input: s.to_string(),
+            reason,
+        };
         if let Some(subject) = s.strip_prefix("nats:") {
             return if valid_subject(subject) {
                 Ok(Destination::Nats(subject.to_string()))
@@ -68,8 +71,14 @@ mod tests {
 
     #[test]
     fn parses_the_three_kinds() {
-        assert_eq!("https://x.test/cb".parse(), Ok(Destination::Webhook("https://x.test/cb".into())));
-        assert_eq!("nats:results.resize".parse(), Ok(Destination::Nats("results.resize".into())));
+        assert_eq!(
+            "https://x.test/cb".parse(),
+            Ok(Destination::Webhook("https://x.test/cb".into()))
+        );
+        assert_eq!(
+            "nats:results.resize".parse(),
+            Ok(Destination::Nats("results.resize".into()))
+        );
         assert_eq!("function:thumb".parse(), Ok(Destination::Function("thumb".into())));
     }
 

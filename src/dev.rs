@@ -12,7 +12,9 @@ use std::time::Duration;
 
 /// The `nats-server` binary: `NATS_SERVER_BIN`, else the one on `PATH`.
 pub fn nats_server_bin() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 /// A `nats-server` child process, killed on drop.
@@ -48,11 +50,16 @@ pub fn spawn_nats(dir: &Path, port: u16) -> anyhow::Result<NatsChild> {
 }
 
 fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).unwrap_or(4222)
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(4222)
 }
 
 async fn reachable(config: &Config) -> bool {
-    tokio::time::timeout(Duration::from_secs(2), crate::setup::connect(config)).await.is_ok_and(|r| r.is_ok())
+    tokio::time::timeout(Duration::from_secs(2), crate::setup::connect(config))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
@@ -60,18 +67,26 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if !reachable(&config).await {
         let dir = PathBuf::from(".jetask-dev");
         let port = port_of(&config.nats.url);
-        println!("no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})", config.nats.url, dir.display());
+        println!(
+            "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
+            config.nats.url,
+            dir.display()
+        );
         child = Some(spawn_nats(&dir, port)?);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !reachable(&config).await {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "nats-server did not come up on port {port}");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not come up on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let (demo, _demo_task) = crate::demo::serve(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    config
-        .functions
-        .insert("demo".into(), serde_json::json!({"endpoint": format!("http://{demo}/echo")}));
+    config.functions.insert(
+        "demo".into(),
+        serde_json::json!({"endpoint": format!("http://{demo}/echo")}),
+    );
     let svc = service::start(config).await?;
     let base = format!("http://{}", svc.http_addr);
     println!("jetask is running: API at {base}, demo function `demo` at http://{demo}/echo");

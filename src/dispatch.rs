@@ -112,7 +112,12 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
             }
         }
         let n = permits.num_permits();
-        let batch = c.batch().max_messages(n).expires(Duration::from_secs(5)).messages().await;
+        let batch = c
+            .batch()
+            .max_messages(n)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -215,7 +220,11 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
 }
 
 /// The record of a submission, creating it when intake has not yet. `None`: nothing to do.
-async fn load_or_create(ctx: &Ctx, parsed: submission::Parsed, accepted_at: Timestamp) -> Result<Option<Versioned>, StoreError> {
+async fn load_or_create(
+    ctx: &Ctx,
+    parsed: submission::Parsed,
+    accepted_at: Timestamp,
+) -> Result<Option<Versioned>, StoreError> {
     if let Some(v) = ctx.tasks.get(&parsed.task.id).await? {
         return Ok(Some(v));
     }
@@ -224,7 +233,10 @@ async fn load_or_create(ctx: &Ctx, parsed: submission::Parsed, accepted_at: Time
     match ctx.tasks.create(&t.record).await {
         Ok(revision) => {
             records::publish(&ctx.nats.client, &t.record, &t.effects).await;
-            Ok(Some(Versioned { record: t.record, revision }))
+            Ok(Some(Versioned {
+                record: t.record,
+                revision,
+            }))
         }
         Err(StoreError::Exists) => ctx.tasks.get(&id).await,
         Err(e) => Err(e),
@@ -242,8 +254,15 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
             Status::Running => {
                 // Delivered again while recorded Running: the attempt's replica was lost.
                 let retry_at = spec.filter(|s| r.attempts < s.max_attempts).map(|_| now);
-                let error = TaskError::new(ErrorType::Unreachable, "attempt interrupted: its dispatcher stopped before recording an outcome");
-                vec![Event::Fail { error, retry_at, detail: "interrupted".into() }]
+                let error = TaskError::new(
+                    ErrorType::Unreachable,
+                    "attempt interrupted: its dispatcher stopped before recording an outcome",
+                );
+                vec![Event::Fail {
+                    error,
+                    retry_at,
+                    detail: "interrupted".into(),
+                }]
             }
             Status::Enqueued | Status::Dequeued | Status::Retrying => {
                 if let Some(at) = r.next_attempt_at.or(r.not_before).filter(|at| *at > now) {
@@ -252,10 +271,18 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
                 match spec {
                     Some(s) if s.enabled => {
                         if outcome::is_expired(r, s, now) {
-                            vec![Event::Expire { reason: format!("older than max_event_age {}", s.max_event_age) }]
+                            vec![Event::Expire {
+                                reason: format!("older than max_event_age {}", s.max_event_age),
+                            }]
                         } else {
-                            let start = Event::Start { attempt: r.attempts + 1 };
-                            if r.status == Status::Dequeued { vec![start] } else { vec![Event::Dequeue, start] }
+                            let start = Event::Start {
+                                attempt: r.attempts + 1,
+                            };
+                            if r.status == Status::Dequeued {
+                                vec![start]
+                            } else {
+                                vec![Event::Dequeue, start]
+                            }
                         }
                     }
                     _ => {
@@ -266,7 +293,9 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
                         if r.status == Status::Enqueued {
                             vec![Event::Invalidate { reason: why }]
                         } else {
-                            vec![Event::Expire { reason: format!("cannot run any more: {why}") }]
+                            vec![Event::Expire {
+                                reason: format!("cannot run any more: {why}"),
+                            }]
                         }
                     }
                 }
@@ -288,7 +317,13 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
 }
 
 /// Writes `events` over `v`; on a lost race, the record as it now is (to be decided afresh).
-async fn commit_or_reload(ctx: &Ctx, v: &Versioned, events: Vec<Event>, now: Timestamp, persist: bool) -> Result<Versioned, Settle> {
+async fn commit_or_reload(
+    ctx: &Ctx,
+    v: &Versioned,
+    events: Vec<Event>,
+    now: Timestamp,
+    persist: bool,
+) -> Result<Versioned, Settle> {
     match records::commit(&ctx.tasks, &ctx.nats.client, v, events, now, persist).await {
         Ok((next, _)) => Ok(next),
         Err(CommitError::Store(StoreError::Conflict)) => match ctx.tasks.get(&v.record.id).await {
@@ -304,7 +339,13 @@ async fn commit_or_reload(ctx: &Ctx, v: &Versioned, events: Vec<Event>, now: Tim
 }
 
 /// Runs one attempt of a `Running` task and records its outcome.
-async fn attempt(ctx: &Ctx, v: Versioned, spec: &FunctionSpec, acker: &Acker, persist: bool) -> Result<Versioned, Settle> {
+async fn attempt(
+    ctx: &Ctx,
+    v: Versioned,
+    spec: &FunctionSpec,
+    acker: &Acker,
+    persist: bool,
+) -> Result<Versioned, Settle> {
     let r = &v.record;
     let guard = ctx.control.register(&r.id);
     let call = invoke::call(
@@ -332,7 +373,10 @@ async fn attempt(ctx: &Ctx, v: Versioned, spec: &FunctionSpec, acker: &Acker, pe
         // Aborted by a stop request: the record says Stopping; finish it.
         None => None,
         // Long tasks (202 + Jetask-Async) are not reported back yet: treat as done.
-        Some(Outcome::Accepted) => Some(Event::Succeed { result: Default::default(), detail: "202".into() }),
+        Some(Outcome::Accepted) => Some(Event::Succeed {
+            result: Default::default(),
+            detail: "202".into(),
+        }),
         Some(o) => outcome::decide(r, o, spec, ctx.config.limits.max_result, now, rand::random::<f64>()),
     };
     match event {

@@ -54,7 +54,7 @@ impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.as_millis();
         for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms != 0 && ms % per == 0 {
+            if ms != 0 && ms.is_multiple_of(per) {
                 return write!(f, "{}{}", ms / per, unit);
             }
         }

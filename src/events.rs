@@ -11,7 +11,10 @@ pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Stat
         view["status"] = serde_json::Value::String(status.to_string());
     }
     let body = serde_json::to_vec(&view).unwrap_or_default();
-    if let Err(e) = client.publish(subjects::event(&record.function, status), body.into()).await {
+    if let Err(e) = client
+        .publish(subjects::event(&record.function, status), body.into())
+        .await
+    {
         tracing::warn!(task_id = %record.id, error = %e, "cannot publish event");
     }
 }

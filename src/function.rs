@@ -66,7 +66,10 @@ pub struct PolicyError {
 }
 
 fn perr(key: &str, reason: impl Into<String>) -> PolicyError {
-    PolicyError { key: key.to_string(), reason: reason.into() }
+    PolicyError {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// The longest attempt a function may ask for (CONTRACT §5).
@@ -136,7 +139,10 @@ fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Policy
 
 fn check_keys(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), PolicyError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(perr(&format!("{prefix}{k}"), format!("unknown key; expected one of {}", known.join(", ")))),
+        Some(k) => Err(perr(
+            &format!("{prefix}{k}"),
+            format!("unknown key; expected one of {}", known.join(", ")),
+        )),
         None => Ok(()),
     }
 }
@@ -197,7 +203,12 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
     let endpoint = endpoint.ok_or_else(|| perr("endpoint", "required: the URL jetask calls"))?;
     match reqwest::Url::parse(&endpoint) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(perr("endpoint", format!("{endpoint:?} is not an http:// or https:// URL"))),
+        _ => {
+            return Err(perr(
+                "endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            ))
+        }
     }
 
     let timeout: Dur = field(obj, "timeout", "timeout")?;
@@ -239,12 +250,20 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
     }
 
     let heartbeat_timeout: Dur = field(obj, "heartbeat_timeout", "heartbeat_timeout")?;
-    dur_in(heartbeat_timeout, "heartbeat_timeout", Duration::from_secs(1), MAX_TIMEOUT)?;
+    dur_in(
+        heartbeat_timeout,
+        "heartbeat_timeout",
+        Duration::from_secs(1),
+        MAX_TIMEOUT,
+    )?;
 
     let signing_secret: Option<String> = field(obj, "signing_secret", "signing_secret")?;
     if let Some(s) = &signing_secret {
         if !s.starts_with("whsec_") || s.len() < 24 {
-            return Err(perr("signing_secret", "expected whsec_ followed by a base64 key of at least 12 bytes"));
+            return Err(perr(
+                "signing_secret",
+                "expected whsec_ followed by a base64 key of at least 12 bytes",
+            ));
         }
     }
 
@@ -298,9 +317,24 @@ mod tests {
         let s = ok(json!({"endpoint": "http://127.0.0.1:9/f"}));
         assert_eq!(s.timeout, Dur::from_secs(60));
         assert_eq!(s.max_attempts, 4);
-        assert_eq!(s.backoff, Backoff { initial: Dur::from_secs(1), max: Dur::from_secs(300), multiplier: 2.0, jitter: true });
+        assert_eq!(
+            s.backoff,
+            Backoff {
+                initial: Dur::from_secs(1),
+                max: Dur::from_secs(300),
+                multiplier: 2.0,
+                jitter: true
+            }
+        );
         assert_eq!(s.max_event_age, Dur::from_secs(86400));
-        assert_eq!(s.concurrency, Concurrency { min: 1, max: 100, adaptive: true });
+        assert_eq!(
+            s.concurrency,
+            Concurrency {
+                min: 1,
+                max: 100,
+                adaptive: true
+            }
+        );
         assert_eq!(s.heartbeat_timeout, Dur::from_secs(300));
         assert!(s.task_mode && s.enabled && s.rate_limit.is_none() && s.on_success.is_none());
     }
@@ -308,7 +342,12 @@ mod tests {
     #[test]
     fn nested_keys_merge_over_defaults() {
         let defaults = json!({"backoff": {"initial": "10ms"}, "max_attempts": 2});
-        let s = resolve(&json!({"endpoint": "http://x.test", "backoff": {"max": "1s"}}), &defaults, WEEK).unwrap();
+        let s = resolve(
+            &json!({"endpoint": "http://x.test", "backoff": {"max": "1s"}}),
+            &defaults,
+            WEEK,
+        )
+        .unwrap();
         assert_eq!(s.backoff.initial, Dur::from_millis(10));
         assert_eq!(s.backoff.max, Dur::from_secs(1));
         assert_eq!(s.max_attempts, 2);
@@ -322,26 +361,56 @@ mod tests {
         assert_eq!(err_key(json!({"endpoint": e, "timeout": "forever"})), "timeout");
         assert_eq!(err_key(json!({"endpoint": e, "timeout": "73h"})), "timeout");
         assert_eq!(err_key(json!({"endpoint": e, "max_attempts": 0})), "max_attempts");
-        assert_eq!(err_key(json!({"endpoint": e, "backoff": {"multiplier": 0.5}})), "backoff.multiplier");
-        assert_eq!(err_key(json!({"endpoint": e, "backoff": {"speed": 1}})), "backoff.speed");
+        assert_eq!(
+            err_key(json!({"endpoint": e, "backoff": {"multiplier": 0.5}})),
+            "backoff.multiplier"
+        );
+        assert_eq!(
+            err_key(json!({"endpoint": e, "backoff": {"speed": 1}})),
+            "backoff.speed"
+        );
         assert_eq!(err_key(json!({"endpoint": e, "max_event_age": "8d"})), "max_event_age");
-        assert_eq!(err_key(json!({"endpoint": e, "concurrency": {"min": 5, "max": 2}})), "concurrency.max");
-        assert_eq!(err_key(json!({"endpoint": e, "concurrency": {"min": 0}})), "concurrency.min");
-        assert_eq!(err_key(json!({"endpoint": e, "rate_limit": {"per_second": -1}})), "rate_limit.per_second");
-        assert_eq!(err_key(json!({"endpoint": e, "user_rate_limit": {"per_second": 1, "burst": 0}})), "user_rate_limit.burst");
+        assert_eq!(
+            err_key(json!({"endpoint": e, "concurrency": {"min": 5, "max": 2}})),
+            "concurrency.max"
+        );
+        assert_eq!(
+            err_key(json!({"endpoint": e, "concurrency": {"min": 0}})),
+            "concurrency.min"
+        );
+        assert_eq!(
+            err_key(json!({"endpoint": e, "rate_limit": {"per_second": -1}})),
+            "rate_limit.per_second"
+        );
+        assert_eq!(
+            err_key(json!({"endpoint": e, "user_rate_limit": {"per_second": 1, "burst": 0}})),
+            "user_rate_limit.burst"
+        );
         assert_eq!(err_key(json!({"endpoint": e, "on_success": "smtp:x"})), "on_success");
         assert_eq!(err_key(json!({"endpoint": e, "on_failure": "nats:a.*"})), "on_failure");
         assert_eq!(err_key(json!({"endpoint": e, "task_mode": "yes"})), "task_mode");
-        assert_eq!(err_key(json!({"endpoint": e, "heartbeat_timeout": "0s"})), "heartbeat_timeout");
+        assert_eq!(
+            err_key(json!({"endpoint": e, "heartbeat_timeout": "0s"})),
+            "heartbeat_timeout"
+        );
         assert_eq!(err_key(json!({"endpoint": e, "enabled": 1})), "enabled");
-        assert_eq!(err_key(json!({"endpoint": e, "signing_secret": "abc"})), "signing_secret");
+        assert_eq!(
+            err_key(json!({"endpoint": e, "signing_secret": "abc"})),
+            "signing_secret"
+        );
         assert_eq!(err_key(json!({"endpoint": e, "colour": "red"})), "colour");
     }
 
     #[test]
     fn rate_limits_default_their_burst_to_the_rate() {
         let s = ok(json!({"endpoint": "http://x.test", "rate_limit": {"per_second": 2.5}}));
-        assert_eq!(s.rate_limit, Some(RateLimit { per_second: 2.5, burst: 3 }));
+        assert_eq!(
+            s.rate_limit,
+            Some(RateLimit {
+                per_second: 2.5,
+                burst: 3
+            })
+        );
     }
 
     #[test]

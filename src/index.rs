@@ -79,7 +79,12 @@ impl Index {
     pub fn upsert(&self, id: &str, function: &str, user: &str, status: Status, created: i64, updated: i64) {
         let Ok(mut g) = self.inner.write() else { return };
         let id: Arc<str> = Arc::from(id);
-        let entry = Entry { function: g.intern(function), user: g.intern(user), status, updated };
+        let entry = Entry {
+            function: g.intern(function),
+            user: g.intern(user),
+            status,
+            updated,
+        };
         if let Some(old) = g.created.insert(id.clone(), created) {
             if old != created {
                 g.by_time.remove(&(old, id.clone()));
@@ -99,7 +104,12 @@ impl Index {
     pub fn prune(&self, now: Timestamp, retention: Duration) -> usize {
         let cutoff = now.millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let Ok(mut g) = self.inner.write() else { return 0 };
-        let old: Vec<Key> = g.by_time.iter().filter(|(_, e)| e.updated < cutoff).map(|(k, _)| k.clone()).collect();
+        let old: Vec<Key> = g
+            .by_time
+            .iter()
+            .filter(|(_, e)| e.updated < cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in &old {
             g.by_time.remove(k);
             g.created.remove(&k.1);
@@ -119,7 +129,12 @@ impl Index {
     pub fn count(&self, function: &str, status: Status) -> usize {
         self.inner
             .read()
-            .map(|g| g.by_time.values().filter(|e| e.status == status && &*e.function == function).count())
+            .map(|g| {
+                g.by_time
+                    .values()
+                    .filter(|e| e.status == status && &*e.function == function)
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -129,7 +144,9 @@ impl Index {
             Some(c) => Some(parse_cursor(c).ok_or_else(|| CursorError(c.clone()))?),
             None => None,
         };
-        let Ok(g) = self.inner.read() else { return Ok((vec![], None)) };
+        let Ok(g) = self.inner.read() else {
+            return Ok((vec![], None));
+        };
         let upper = match (&start, q.until) {
             (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
             (None, Some(u)) => std::ops::Bound::Included((u.millis(), Arc::from("\u{10ffff}"))),
@@ -242,20 +259,30 @@ impl Index {
     }
 
     fn apply(&self, msg: &jetstream::Message, prefix: &str) {
-        let Some(id) = msg.subject.as_str().strip_prefix(prefix) else { return };
+        let Some(id) = msg.subject.as_str().strip_prefix(prefix) else {
+            return;
+        };
         let headers = msg.headers.as_ref();
         let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
         if matches!(get("KV-Operation").as_deref(), Some("DEL") | Some("PURGE")) {
             self.remove(id);
             return;
         }
-        let (Some(function), Some(status), Some(user), Some(created)) =
-            (get(h::INDEX_FUNCTION), get(h::INDEX_STATUS), get(h::INDEX_USER), get(h::INDEX_CREATED))
-        else {
+        let (Some(function), Some(status), Some(user), Some(created)) = (
+            get(h::INDEX_FUNCTION),
+            get(h::INDEX_STATUS),
+            get(h::INDEX_USER),
+            get(h::INDEX_CREATED),
+        ) else {
             return;
         };
-        let (Some(status), Ok(created)) = (Status::parse(&status), created.parse::<i64>()) else { return };
-        let updated = msg.info().map(|i| i.published.timestamp_millis()).unwrap_or_else(|_| Timestamp::now().millis());
+        let (Some(status), Ok(created)) = (Status::parse(&status), created.parse::<i64>()) else {
+            return;
+        };
+        let updated = msg
+            .info()
+            .map(|i| i.published.timestamp_millis())
+            .unwrap_or_else(|_| Timestamp::now().millis());
         self.upsert(id, &function, &user, status, created, updated);
     }
 }
@@ -265,7 +292,10 @@ mod tests {
     use super::*;
 
     fn q(limit: usize) -> Query {
-        Query { limit, ..Default::default() }
+        Query {
+            limit,
+            ..Default::default()
+        }
     }
 
     fn index() -> Index {
@@ -294,14 +324,27 @@ mod tests {
     fn filters_combine() {
         let i = index();
         let (page, _) = i
-            .query(&Query { function: Some("a".into()), status: Some(Status::Failed), ..q(10) })
+            .query(&Query {
+                function: Some("a".into()),
+                status: Some(Status::Failed),
+                ..q(10)
+            })
             .unwrap();
         assert_eq!(page, vec!["t3", "t1"]);
         let (page, _) = i
-            .query(&Query { since: Some(Timestamp(1003)), until: Some(Timestamp(1005)), ..q(10) })
+            .query(&Query {
+                since: Some(Timestamp(1003)),
+                until: Some(Timestamp(1005)),
+                ..q(10)
+            })
             .unwrap();
         assert_eq!(page, vec!["t5", "t4", "t3"]);
-        let (page, _) = i.query(&Query { user: Some("nobody".into()), ..q(10) }).unwrap();
+        let (page, _) = i
+            .query(&Query {
+                user: Some("nobody".into()),
+                ..q(10)
+            })
+            .unwrap();
         assert!(page.is_empty());
     }
 
@@ -309,7 +352,12 @@ mod tests {
     fn a_status_change_moves_no_position() {
         let i = index();
         i.upsert("t0", "a", "u", Status::Stopped, 1000, 5000);
-        let (page, _) = i.query(&Query { status: Some(Status::Stopped), ..q(10) }).unwrap();
+        let (page, _) = i
+            .query(&Query {
+                status: Some(Status::Stopped),
+                ..q(10)
+            })
+            .unwrap();
         assert_eq!(page, vec!["t0"]);
         assert_eq!(i.len(), 10);
     }
@@ -319,6 +367,11 @@ mod tests {
         let i = index();
         assert_eq!(i.prune(Timestamp(1005 + 60_000), Duration::from_secs(60)), 5);
         assert_eq!(i.len(), 5);
-        assert!(i.query(&Query { cursor: Some("garbage".into()), ..q(1) }).is_err());
+        assert!(i
+            .query(&Query {
+                cursor: Some("garbage".into()),
+                ..q(1)
+            })
+            .is_err());
     }
 }

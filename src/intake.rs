@@ -22,7 +22,12 @@ const IN_FLIGHT: usize = 512;
 /// Runs intake until `shutdown`.
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     loop {
-        let messages = match ctx.nats.submit.get_consumer::<async_nats::jetstream::consumer::pull::Config>(subjects::INTAKE_CONSUMER).await {
+        let messages = match ctx
+            .nats
+            .submit
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(subjects::INTAKE_CONSUMER)
+            .await
+        {
             Ok(c) => c
                 .stream()
                 .max_messages_per_batch(IN_FLIGHT)
@@ -66,7 +71,12 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     let Ok(info) = msg.info() else { return };
     let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));
-    let function = msg.subject.as_str().strip_prefix("jetask.submit.").unwrap_or_default().to_string();
+    let function = msg
+        .subject
+        .as_str()
+        .strip_prefix("jetask.submit.")
+        .unwrap_or_default()
+        .to_string();
     let spec = ctx.function(&function).await;
     if spec.as_ref().is_some_and(|s| !s.task_mode) {
         let _ = msg.ack().await;
@@ -82,7 +92,9 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         ctx.config.retention(),
         ctx.config.limits.max_payload,
     );
-    let invalid = parsed.invalid.or_else(|| spec.is_none().then(|| format!("no such function: {function:?}")));
+    let invalid = parsed
+        .invalid
+        .or_else(|| spec.is_none().then(|| format!("no such function: {function:?}")));
     let t = machine::create(parsed.task, invalid, accepted_at);
     match ctx.tasks.create(&t.record).await {
         Ok(_) => records::publish(&ctx.nats.client, &t.record, &t.effects).await,
@@ -127,7 +139,10 @@ pub struct HttpSubmission {
 /// record, so that a client reading it right after the answer finds it.
 pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) -> Result<Accepted, SubmitError> {
     if s.input.len() > ctx.config.limits.max_payload {
-        return Err(SubmitError::TooLarge { size: s.input.len(), max: ctx.config.limits.max_payload });
+        return Err(SubmitError::TooLarge {
+            size: s.input.len(),
+            max: ctx.config.limits.max_payload,
+        });
     }
     let client_id = s.id.is_some();
     let id = s.id.unwrap_or_else(crate::task::new_task_id);
@@ -138,7 +153,11 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
                 if auth && v.record.user != s.user {
                     return Err(SubmitError::IdTaken(id));
                 }
-                return Ok(Accepted { task_id: id, status: v.record.status, duplicate: true });
+                return Ok(Accepted {
+                    task_id: id,
+                    status: v.record.status,
+                    duplicate: true,
+                });
             }
             Ok(None) => {}
             Err(e) => return Err(SubmitError::Unavailable(e.to_string())),
@@ -175,8 +194,14 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
                 return Err(SubmitError::IdTaken(id));
             }
         }
-        let status = existing.map(|v| v.record.status).unwrap_or(crate::task::Status::Enqueued);
-        return Ok(Accepted { task_id: id, status, duplicate: true });
+        let status = existing
+            .map(|v| v.record.status)
+            .unwrap_or(crate::task::Status::Enqueued);
+        return Ok(Accepted {
+            task_id: id,
+            status,
+            duplicate: true,
+        });
     }
     if record_now && ctx.registry.get(&s.function).is_some_and(|f| f.task_mode) {
         let t = machine::create(
@@ -201,5 +226,9 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
             records::publish(&ctx.nats.client, &t.record, &t.effects).await;
         }
     }
-    Ok(Accepted { task_id: id, status: crate::task::Status::Enqueued, duplicate: false })
+    Ok(Accepted {
+        task_id: id,
+        status: crate::task::Status::Enqueued,
+        duplicate: false,
+    })
 }

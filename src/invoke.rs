@@ -48,7 +48,12 @@ pub async fn call(client: &reqwest::Client, c: Call<'_>) -> Outcome {
         Some(tp) => req.header(h::TRACEPARENT, tp),
         None => req,
     };
-    let timeout_err = || Outcome::Retryable(TaskError::new(ErrorType::Timeout, format!("no answer within {}", crate::duration::Dur(c.timeout))));
+    let timeout_err = || {
+        Outcome::Retryable(TaskError::new(
+            ErrorType::Timeout,
+            format!("no answer within {}", crate::duration::Dur(c.timeout)),
+        ))
+    };
     let mut resp = match req.body(c.body).send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return timeout_err(),
@@ -70,7 +75,12 @@ pub async fn call(client: &reqwest::Client, c: Call<'_>) -> Outcome {
             }
             Ok(None) => break,
             Err(e) if e.is_timeout() => return timeout_err(),
-            Err(e) => return Outcome::Retryable(TaskError::new(ErrorType::Unreachable, format!("answer cut off: {}", describe(&e)))),
+            Err(e) => {
+                return Outcome::Retryable(TaskError::new(
+                    ErrorType::Unreachable,
+                    format!("answer cut off: {}", describe(&e)),
+                ))
+            }
         }
     }
     classify(code, is_async, retry_after, body)

@@ -22,7 +22,11 @@ pub enum Event {
     /// The function answered 2xx.
     Succeed { result: Encoded, detail: String },
     /// The attempt failed; `retry_at` is when the next one may start, `None` when none will.
-    Fail { error: TaskError, retry_at: Option<Timestamp>, detail: String },
+    Fail {
+        error: TaskError,
+        retry_at: Option<Timestamp>,
+        detail: String,
+    },
     /// The function throttled the call (429/503): retried at `retry_at` without using an attempt.
     Throttle { retry_at: Timestamp, detail: String },
     /// Someone asked to stop the task.
@@ -95,8 +99,10 @@ pub fn target(from: Status, event: &Event) -> Option<Status> {
 
 /// Applies `event` to `record` at `now`.
 pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transition, InvalidTransition> {
-    let to = target(record.status, &event)
-        .ok_or(InvalidTransition { from: record.status, event: event.name() })?;
+    let to = target(record.status, &event).ok_or(InvalidTransition {
+        from: record.status,
+        event: event.name(),
+    })?;
     let mut r = record.clone();
     let mut effects = Vec::with_capacity(3);
     let mut detail = None;
@@ -120,7 +126,11 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
             r.error = None;
             detail = Some(d);
         }
-        Event::Fail { error, retry_at, detail: d } => {
+        Event::Fail {
+            error,
+            retry_at,
+            detail: d,
+        } => {
             end_attempt(&mut r, now);
             r.error = Some(error);
             r.next_attempt_at = retry_at;
@@ -165,7 +175,11 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
         r.next_attempt_at = None;
         effects.push(Effect::Finish);
     }
-    r.events.push(EventEntry { status: to, at: now, detail });
+    r.events.push(EventEntry {
+        status: to,
+        at: now,
+        detail,
+    });
     effects.insert(0, Effect::Emit(to));
     Ok(Transition { record: r, effects })
 }
@@ -214,7 +228,11 @@ pub fn create(task: NewTask, invalid: Option<String>, now: Timestamp) -> Transit
         destination: None,
         replay_of: task.replay_of,
         triggered_by: task.triggered_by,
-        events: vec![EventEntry { status: Status::Enqueued, at: now, detail: None }],
+        events: vec![EventEntry {
+            status: Status::Enqueued,
+            at: now,
+            detail: None,
+        }],
         seq: task.seq,
         next_attempt_at: None,
         attempt_started_at: None,
@@ -225,13 +243,18 @@ pub fn create(task: NewTask, invalid: Option<String>, now: Timestamp) -> Transit
         input_base64: input.base64,
     };
     match invalid {
-        None => Transition { record: r, effects: vec![Effect::Emit(Status::Enqueued)] },
+        None => Transition {
+            record: r,
+            effects: vec![Effect::Emit(Status::Enqueued)],
+        },
         Some(reason) => {
-            let mut t = apply(&r, Event::Invalidate { reason }, now)
-                .expect("Enqueued → Invalid is always allowed");
+            let mut t = apply(&r, Event::Invalidate { reason }, now).expect("Enqueued → Invalid is always allowed");
             t.effects.insert(0, Effect::Emit(Status::Enqueued));
             r = t.record;
-            Transition { record: r, effects: t.effects }
+            Transition {
+                record: r,
+                effects: t.effects,
+            }
         }
     }
 }
@@ -283,13 +306,31 @@ mod tests {
         vec![
             Event::Dequeue,
             Event::Start { attempt: 1 },
-            Event::Succeed { result: Encoded::encode(b"ok", 10), detail: "200".into() },
-            Event::Fail { error: err.clone(), retry_at: Some(at(1000)), detail: "500".into() },
-            Event::Fail { error: err, retry_at: None, detail: "500".into() },
-            Event::Throttle { retry_at: at(1000), detail: "429".into() },
+            Event::Succeed {
+                result: Encoded::encode(b"ok", 10),
+                detail: "200".into(),
+            },
+            Event::Fail {
+                error: err.clone(),
+                retry_at: Some(at(1000)),
+                detail: "500".into(),
+            },
+            Event::Fail {
+                error: err,
+                retry_at: None,
+                detail: "500".into(),
+            },
+            Event::Throttle {
+                retry_at: at(1000),
+                detail: "429".into(),
+            },
             Event::Stop,
-            Event::Expire { reason: "too old".into() },
-            Event::Invalidate { reason: "no such function".into() },
+            Event::Expire {
+                reason: "too old".into(),
+            },
+            Event::Invalidate {
+                reason: "no such function".into(),
+            },
         ]
     }
 
@@ -345,8 +386,15 @@ mod tests {
         let r = new_record();
         let r = apply(&r, Event::Dequeue, at(2)).unwrap().record;
         let r = apply(&r, Event::Start { attempt: 1 }, at(3)).unwrap().record;
-        let t = apply(&r, Event::Succeed { result: Encoded::encode(b"done", 100), detail: "200".into() }, at(215))
-            .unwrap();
+        let t = apply(
+            &r,
+            Event::Succeed {
+                result: Encoded::encode(b"done", 100),
+                detail: "200".into(),
+            },
+            at(215),
+        )
+        .unwrap();
         let r = t.record;
         assert_eq!(r.status, Succeeded);
         assert_eq!(r.result.as_deref(), Some("done"));
@@ -367,25 +415,53 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_with_retries_left_waits_for_its_backoff() {
-        let r = apply(&apply(&new_record(), Event::Dequeue, at(1)).unwrap().record, Event::Start { attempt: 1 }, at(2))
-            .unwrap()
-            .record;
+        let r = apply(
+            &apply(&new_record(), Event::Dequeue, at(1)).unwrap().record,
+            Event::Start { attempt: 1 },
+            at(2),
+        )
+        .unwrap()
+        .record;
         let err = TaskError::new(ErrorType::Timeout, "no answer in 1s");
-        let t = apply(&r, Event::Fail { error: err.clone(), retry_at: Some(at(2000)), detail: "timeout".into() }, at(1002))
-            .unwrap();
+        let t = apply(
+            &r,
+            Event::Fail {
+                error: err.clone(),
+                retry_at: Some(at(2000)),
+                detail: "timeout".into(),
+            },
+            at(1002),
+        )
+        .unwrap();
         assert_eq!(t.record.status, Retrying);
         assert_eq!(t.record.next_attempt_at, Some(at(2000)));
         assert_eq!(t.record.error, Some(err));
-        assert_eq!(t.effects, vec![Effect::Emit(Retrying), Effect::Redeliver { at: at(2000) }]);
+        assert_eq!(
+            t.effects,
+            vec![Effect::Emit(Retrying), Effect::Redeliver { at: at(2000) }]
+        );
         assert_eq!(t.record.finished_at, None);
     }
 
     #[test]
     fn a_throttled_call_does_not_use_up_an_attempt() {
-        let r = apply(&apply(&new_record(), Event::Dequeue, at(1)).unwrap().record, Event::Start { attempt: 1 }, at(2))
-            .unwrap()
-            .record;
-        let r = apply(&r, Event::Throttle { retry_at: at(500), detail: "429".into() }, at(3)).unwrap().record;
+        let r = apply(
+            &apply(&new_record(), Event::Dequeue, at(1)).unwrap().record,
+            Event::Start { attempt: 1 },
+            at(2),
+        )
+        .unwrap()
+        .record;
+        let r = apply(
+            &r,
+            Event::Throttle {
+                retry_at: at(500),
+                detail: "429".into(),
+            },
+            at(3),
+        )
+        .unwrap()
+        .record;
         assert_eq!((r.status, r.attempts), (Retrying, 0));
         assert_eq!(r.error.as_ref().map(|e| e.kind), Some(ErrorType::Throttled));
     }
@@ -406,9 +482,13 @@ mod tests {
     fn queue_time_counts_from_not_before_for_delayed_tasks() {
         let mut r = new_record();
         r.not_before = Some(at(1000));
-        let r = apply(&apply(&r, Event::Dequeue, at(1000)).unwrap().record, Event::Start { attempt: 1 }, at(1004))
-            .unwrap()
-            .record;
+        let r = apply(
+            &apply(&r, Event::Dequeue, at(1000)).unwrap().record,
+            Event::Start { attempt: 1 },
+            at(1004),
+        )
+        .unwrap()
+        .record;
         assert_eq!(r.queue_ms, Some(4));
     }
 
@@ -432,6 +512,9 @@ mod tests {
         assert_eq!(t.record.status, Invalid);
         assert_eq!(t.record.input_base64.as_deref(), Some("/w=="));
         assert_eq!(t.record.events.len(), 2);
-        assert_eq!(t.effects, vec![Effect::Emit(Enqueued), Effect::Emit(Invalid), Effect::Finish]);
+        assert_eq!(
+            t.effects,
+            vec![Effect::Emit(Enqueued), Effect::Emit(Invalid), Effect::Finish]
+        );
     }
 }

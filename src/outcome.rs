@@ -27,7 +27,11 @@ pub enum Outcome {
 pub fn classify(code: u16, is_async: bool, retry_after: Option<Duration>, body: Vec<u8>) -> Outcome {
     let function_error = |body: &[u8]| {
         let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
-        let message = if text.is_empty() { format!("HTTP {code}") } else { format!("HTTP {code}: {text}") };
+        let message = if text.is_empty() {
+            format!("HTTP {code}")
+        } else {
+            format!("HTTP {code}: {text}")
+        };
         TaskError::new(ErrorType::FunctionError, message)
     };
     match code {
@@ -51,27 +55,47 @@ pub fn decide(
 ) -> Option<Event> {
     Some(match outcome {
         Outcome::Accepted => return None,
-        Outcome::Success { code, body } => Event::Succeed { result: Encoded::encode(&body, max_result), detail: code.to_string() },
+        Outcome::Success { code, body } => Event::Succeed {
+            result: Encoded::encode(&body, max_result),
+            detail: code.to_string(),
+        },
         Outcome::Throttled { code, retry_after } => {
             let wait = retry_after.unwrap_or_else(|| backoff_delay(&spec.backoff, record.attempts.max(1), jitter));
-            Event::Throttle { retry_at: now.plus(wait), detail: code.to_string() }
+            Event::Throttle {
+                retry_at: now.plus(wait),
+                detail: code.to_string(),
+            }
         }
         Outcome::Retryable(error) => {
             let detail = detail_of(&error);
             let retry_at = (record.attempts < spec.max_attempts)
                 .then(|| now.plus(backoff_delay(&spec.backoff, record.attempts, jitter)));
-            Event::Fail { error, retry_at, detail }
+            Event::Fail {
+                error,
+                retry_at,
+                detail,
+            }
         }
         Outcome::Fatal(error) => {
             let detail = detail_of(&error);
-            Event::Fail { error, retry_at: None, detail }
+            Event::Fail {
+                error,
+                retry_at: None,
+                detail,
+            }
         }
     })
 }
 
 fn detail_of(e: &TaskError) -> String {
     match e.kind {
-        ErrorType::FunctionError => e.message.split(':').next().unwrap_or("").trim_start_matches("HTTP ").to_string(),
+        ErrorType::FunctionError => e
+            .message
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("HTTP ")
+            .to_string(),
         ErrorType::Timeout => "timeout".into(),
         ErrorType::Unreachable => "unreachable".into(),
         _ => e.message.clone(),
@@ -124,12 +148,21 @@ mod tests {
 
     #[test]
     fn answers_are_classified_as_the_contract_table_says() {
-        assert!(matches!(classify(200, false, None, b"x".to_vec()), Outcome::Success { code: 200, .. }));
+        assert!(matches!(
+            classify(200, false, None, b"x".to_vec()),
+            Outcome::Success { code: 200, .. }
+        ));
         assert!(matches!(classify(204, false, None, vec![]), Outcome::Success { .. }));
         assert_eq!(classify(202, true, None, vec![]), Outcome::Accepted);
         assert!(matches!(classify(202, false, None, vec![]), Outcome::Success { .. }));
-        assert!(matches!(classify(429, false, None, vec![]), Outcome::Throttled { code: 429, .. }));
-        assert!(matches!(classify(503, false, None, vec![]), Outcome::Throttled { code: 503, .. }));
+        assert!(matches!(
+            classify(429, false, None, vec![]),
+            Outcome::Throttled { code: 429, .. }
+        ));
+        assert!(matches!(
+            classify(503, false, None, vec![]),
+            Outcome::Throttled { code: 503, .. }
+        ));
         assert!(matches!(classify(408, false, None, vec![]), Outcome::Retryable(_)));
         assert!(matches!(classify(500, false, None, vec![]), Outcome::Retryable(_)));
         assert!(matches!(classify(502, false, None, vec![]), Outcome::Retryable(_)));
@@ -143,26 +176,53 @@ mod tests {
         let now = Timestamp(10_000);
         let e = || classify(500, false, None, b"boom".to_vec());
         match decide(&running(1), e(), &spec(), 100, now, 0.5) {
-            Some(Event::Fail { retry_at: Some(at), detail, error }) => {
+            Some(Event::Fail {
+                retry_at: Some(at),
+                detail,
+                error,
+            }) => {
                 assert_eq!(at, Timestamp(11_000));
                 assert_eq!(detail, "500");
                 assert_eq!(error.message, "HTTP 500: boom");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide(&running(3), e(), &spec(), 100, now, 0.5), Some(Event::Fail { retry_at: None, .. })));
+        assert!(matches!(
+            decide(&running(3), e(), &spec(), 100, now, 0.5),
+            Some(Event::Fail { retry_at: None, .. })
+        ));
     }
 
     #[test]
     fn a_client_error_fails_at_once() {
-        let ev = decide(&running(1), classify(422, false, None, vec![]), &spec(), 100, Timestamp(0), 0.0);
+        let ev = decide(
+            &running(1),
+            classify(422, false, None, vec![]),
+            &spec(),
+            100,
+            Timestamp(0),
+            0.0,
+        );
         assert!(matches!(ev, Some(Event::Fail { retry_at: None, .. })));
     }
 
     #[test]
     fn throttling_waits_for_retry_after() {
-        let ev = decide(&running(3), classify(429, false, Some(Duration::from_secs(7)), vec![]), &spec(), 100, Timestamp(0), 0.0);
-        assert_eq!(ev, Some(Event::Throttle { retry_at: Timestamp(7000), detail: "429".into() }));
+        let ev = decide(
+            &running(3),
+            classify(429, false, Some(Duration::from_secs(7)), vec![]),
+            &spec(),
+            100,
+            Timestamp(0),
+            0.0,
+        );
+        assert_eq!(
+            ev,
+            Some(Event::Throttle {
+                retry_at: Timestamp(7000),
+                detail: "429".into()
+            })
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub async fn commit(
         record = t.record;
         effects.extend(t.effects);
     }
-    let revision = if persist { store.update(&record, current.revision).await? } else { current.revision };
+    let revision = if persist {
+        store.update(&record, current.revision).await?
+    } else {
+        current.revision
+    };
     publish(client, &record, &effects).await;
     Ok((Versioned { record, revision }, effects))
 }

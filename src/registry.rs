@@ -18,7 +18,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { functions: RwLock::new(HashMap::new()), changed: watch::channel(0).0 }
+        Registry {
+            functions: RwLock::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl Registry {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.functions.read().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.functions
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Bumped on every change.

@@ -12,7 +12,11 @@ pub fn backoff_delay(b: &Backoff, attempts: u32, jitter: f64) -> Duration {
     let exp = attempts.saturating_sub(1).min(64) as i32;
     let base = b.initial.0.as_secs_f64() * b.multiplier.powi(exp);
     let capped = base.min(b.max.0.as_secs_f64());
-    let secs = if b.jitter { capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)) } else { capped };
+    let secs = if b.jitter {
+        capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    } else {
+        capped
+    };
     Duration::from_secs_f64(secs.max(0.0))
 }
 
@@ -37,7 +41,12 @@ mod tests {
     use crate::duration::Dur;
 
     fn b(jitter: bool) -> Backoff {
-        Backoff { initial: Dur::from_secs(1), max: Dur::from_secs(300), multiplier: 2.0, jitter }
+        Backoff {
+            initial: Dur::from_secs(1),
+            max: Dur::from_secs(300),
+            multiplier: 2.0,
+            jitter,
+        }
     }
 
     #[test]
@@ -57,7 +66,10 @@ mod tests {
     fn retry_after_takes_seconds_or_a_date_and_is_clamped() {
         let now: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Sat, 28 Nov 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
     }

@@ -98,28 +98,48 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         config: config.clone(),
         nats,
     });
-    for f in config.static_functions().map_err(|e| StartError::Config(e.to_string()))? {
+    for f in config
+        .static_functions()
+        .map_err(|e| StartError::Config(e.to_string()))?
+    {
         let stored = ctx.functions.get(&f.name).await.ok().flatten();
         if stored.as_ref() != Some(&f) {
             ctx.put_function(&f).await.map_err(StartError::Config)?;
         }
     }
-    ctx.registry.load(&ctx.functions).await.map_err(|e| StartError::Config(e.to_string()))?;
+    ctx.registry
+        .load(&ctx.functions)
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
 
     let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
-    let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
+        .map_err(|source| StartError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
 
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let attempts = TaskTracker::new();
     let (control_ready, ready) = tokio::sync::oneshot::channel();
-    background.spawn(ctx.control.clone().listen(ctx.nats.client.clone(), control_ready, shutdown.clone()));
+    background.spawn(
+        ctx.control
+            .clone()
+            .listen(ctx.nats.client.clone(), control_ready, shutdown.clone()),
+    );
     let _ = ready.await;
     background.spawn(ctx.registry.clone().follow(ctx.functions.clone(), shutdown.clone()));
-    background.spawn(ctx.index.clone().follow(ctx.nats.js.clone(), config.retention(), shutdown.clone()));
+    background.spawn(
+        ctx.index
+            .clone()
+            .follow(ctx.nats.js.clone(), config.retention(), shutdown.clone()),
+    );
     background.spawn(intake::run(ctx.clone(), shutdown.clone()));
     background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
     let http_stop = CancellationToken::new();
@@ -127,7 +147,9 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
     let http = tokio::spawn({
         let http_stop = http_stop.clone();
         async move {
-            let _ = axum::serve(listener, router).with_graceful_shutdown(http_stop.cancelled_owned()).await;
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await;
         }
     });
 
@@ -150,5 +172,10 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         }
     });
     tracing::info!(http = %http_addr, "jetask serving");
-    Ok(Service { http_addr, ctx, shutdown, done })
+    Ok(Service {
+        http_addr,
+        ctx,
+        shutdown,
+        done,
+    })
 }

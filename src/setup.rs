@@ -11,7 +11,12 @@ pub enum SetupError {
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("the NATS server's max_payload is {server} bytes, but jetask needs {needed} to carry inputs up to limits.max_payload = {max_payload} and results up to limits.max_result = {max_result} in records; raise max_payload in the server config (nats-config/ sets 8MB) or lower the limits")]
-    PayloadTooSmall { server: usize, needed: usize, max_payload: usize, max_result: usize },
+    PayloadTooSmall {
+        server: usize,
+        needed: usize,
+        max_payload: usize,
+        max_result: usize,
+    },
     #[error("cannot set up JetStream {what}: {reason}")]
     JetStream { what: String, reason: String },
 }
@@ -28,13 +33,19 @@ pub struct Nats {
 
 pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
     let n = &config.nats;
-    let err = |reason: String| SetupError::Connect { url: n.url.clone(), reason };
+    let err = |reason: String| SetupError::Connect {
+        url: n.url.clone(),
+        reason,
+    };
     let mut opts = async_nats::ConnectOptions::new()
         .name("jetask")
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)));
     if let Some(path) = &n.creds_file {
-        opts = opts.credentials_file(path).await.map_err(|e| err(format!("nats.creds_file: {e}")))?;
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| err(format!("nats.creds_file: {e}")))?;
     }
     if let (Some(u), Some(p)) = (&n.user, &n.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
@@ -51,7 +62,11 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> 
     let urls: Vec<async_nats::ServerAddr> = n
         .url
         .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| err(format!("nats.url: {e}"))))
+        .map(|u| {
+            u.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| err(format!("nats.url: {e}")))
+        })
         .collect::<Result<_, _>>()?;
     opts.connect(urls).await.map_err(|e| err(e.to_string()))
 }
@@ -84,21 +99,21 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     let retention = config.retention();
 
     js.create_or_update_stream(stream::Config {
-            name: subjects::SUBMIT_STREAM.into(),
-            description: Some("jetask submissions, kept until recorded and finished".into()),
-            subjects: vec![subjects::SUBMIT_ALL.into()],
-            // Interest retention: a submission stays until intake and its function's dispatch
-            // consumer have both acknowledged it.
-            retention: stream::RetentionPolicy::Interest,
-            storage: stream::StorageType::File,
-            max_age: retention,
-            duplicate_window: config.nats.duplicate_window.0,
-            max_message_size: i32::try_from(config.limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err(format!("stream {}", subjects::SUBMIT_STREAM))(e.to_string()))?;
+        name: subjects::SUBMIT_STREAM.into(),
+        description: Some("jetask submissions, kept until recorded and finished".into()),
+        subjects: vec![subjects::SUBMIT_ALL.into()],
+        // Interest retention: a submission stays until intake and its function's dispatch
+        // consumer have both acknowledged it.
+        retention: stream::RetentionPolicy::Interest,
+        storage: stream::StorageType::File,
+        max_age: retention,
+        duplicate_window: config.nats.duplicate_window.0,
+        max_message_size: i32::try_from(config.limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err(format!("stream {}", subjects::SUBMIT_STREAM))(e.to_string()))?;
     let submit = js
         .get_stream(subjects::SUBMIT_STREAM)
         .await
@@ -142,7 +157,13 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         .await
         .map_err(|e| js_err(format!("bucket {}", subjects::FUNCTIONS_BUCKET))(e.to_string()))?;
 
-    Ok(Nats { client, js, tasks, functions, submit })
+    Ok(Nats {
+        client,
+        js,
+        tasks,
+        functions,
+        submit,
+    })
 }
 
 /// Creates or updates the dispatch consumer of `function`.

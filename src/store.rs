@@ -55,7 +55,10 @@ impl TaskStore {
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let record = serde_json::from_slice(&e.value).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                Ok(Some(Versioned { record, revision: e.revision }))
+                Ok(Some(Versioned {
+                    record,
+                    revision: e.revision,
+                }))
             }
             _ => Ok(None),
         }
@@ -119,9 +122,9 @@ impl FunctionStore {
 
     pub async fn get(&self, name: &str) -> Result<Option<Function>, StoreError> {
         match self.kv.entry(name).await.map_err(nats)? {
-            Some(e) if e.operation == kv::Operation::Put => {
-                serde_json::from_slice(&e.value).map(Some).map_err(|err| StoreError::Corrupt(err.to_string()))
-            }
+            Some(e) if e.operation == kv::Operation::Put => serde_json::from_slice(&e.value)
+                .map(Some)
+                .map_err(|err| StoreError::Corrupt(err.to_string())),
             _ => Ok(None),
         }
     }

@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(function_of_submit(&submit("resize")), Some("resize"));
         assert_eq!(function_of_submit("jetask.submit.a.b"), None);
         assert_eq!(function_of_consumer(&dispatch_consumer("resize")), Some("resize"));
-        assert_eq!(event("resize", crate::task::Status::Succeeded), "jetask.events.resize.Succeeded");
+        assert_eq!(
+            event("resize", crate::task::Status::Succeeded),
+            "jetask.events.resize.Succeeded"
+        );
     }
 }

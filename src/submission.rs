@@ -19,7 +19,10 @@ pub struct FieldError {
 }
 
 pub fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
-    FieldError { field: field.to_string(), reason: reason.into() }
+    FieldError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// The options of a submission, before its ID and sequence are known.
@@ -35,7 +38,10 @@ pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
     if valid_task_id(id) {
         Ok(())
     } else {
-        Err(field_error(field, format!("{id:?} is not a task ID ([A-Za-z0-9_-]{{1,128}})")))
+        Err(field_error(
+            field,
+            format!("{id:?} is not a task ID ([A-Za-z0-9_-]{{1,128}})"),
+        ))
     }
 }
 
@@ -43,7 +49,10 @@ pub fn check_user(field: &str, user: &str) -> Result<(), FieldError> {
     if valid_user(user) {
         Ok(())
     } else {
-        Err(field_error(field, format!("{user:?} is not a user name ([A-Za-z0-9_-]{{1,128}})")))
+        Err(field_error(
+            field,
+            format!("{user:?} is not a user name ([A-Za-z0-9_-]{{1,128}})"),
+        ))
     }
 }
 
@@ -58,14 +67,18 @@ pub fn not_before(
     match (delay, at) {
         (Some((f1, _)), Some((f2, _))) => Err(field_error(f1, format!("give either {f1} or {f2}, not both"))),
         (Some((field, raw)), None) => {
-            let d: Dur = raw.parse().map_err(|e: crate::duration::DurationError| field_error(field, e.to_string()))?;
+            let d: Dur = raw
+                .parse()
+                .map_err(|e: crate::duration::DurationError| field_error(field, e.to_string()))?;
             if d.0 > max_delay {
                 return Err(field_error(field, format!("{d} is too long: {}", limit())));
             }
             Ok(Some(accepted_at.plus(d.0)).filter(|_| !d.0.is_zero()))
         }
         (None, Some((field, raw))) => {
-            let t: Timestamp = raw.parse().map_err(|e: crate::time::TimeError| field_error(field, e.to_string()))?;
+            let t: Timestamp = raw
+                .parse()
+                .map_err(|e: crate::time::TimeError| field_error(field, e.to_string()))?;
             if t > accepted_at.plus(max_delay) {
                 return Err(field_error(field, format!("{t} is too far ahead: {}", limit())));
             }
@@ -76,7 +89,9 @@ pub fn not_before(
 }
 
 pub fn check_callback(field: &str, raw: &str) -> Result<String, FieldError> {
-    raw.parse::<Destination>().map(|_| raw.to_string()).map_err(|e| field_error(field, e.to_string()))
+    raw.parse::<Destination>()
+        .map(|_| raw.to_string())
+        .map_err(|e| field_error(field, e.to_string()))
 }
 
 pub fn check_traceparent(raw: &str) -> Result<String, FieldError> {
@@ -85,7 +100,10 @@ pub fn check_traceparent(raw: &str) -> Result<String, FieldError> {
     if parts.len() >= 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2) {
         Ok(raw.trim().to_string())
     } else {
-        Err(field_error(h::TRACEPARENT, "not a W3C trace context (version-traceid-parentid-flags)"))
+        Err(field_error(
+            h::TRACEPARENT,
+            "not a W3C trace context (version-traceid-parentid-flags)",
+        ))
     }
 }
 
@@ -144,7 +162,10 @@ pub fn from_message<'a>(
     let callback = header(h::CALLBACK).and_then(|c| check_callback(h::CALLBACK, c).map_err(&mut note).ok());
     let traceparent = header(h::TRACEPARENT).and_then(|t| check_traceparent(t).map_err(&mut note).ok());
     if input.len() > max_payload {
-        note(field_error("input", format!("{} bytes is over limits.max_payload = {max_payload}", input.len())));
+        note(field_error(
+            "input",
+            format!("{} bytes is over limits.max_payload = {max_payload}", input.len()),
+        ));
     }
     Parsed {
         task: NewTask {

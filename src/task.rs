@@ -76,9 +76,7 @@ impl fmt::Display for Status {
 
 /// `[A-Za-z0-9_-]{1,max}`: the alphabet of task IDs, function names and users in subjects and keys.
 fn is_name(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 pub fn valid_task_id(id: &str) -> bool {
@@ -125,7 +123,10 @@ pub struct TaskError {
 
 impl TaskError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
-        TaskError { kind, message: message.into() }
+        TaskError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -159,7 +160,11 @@ impl Encoded {
             }
         }
         match std::str::from_utf8(cut) {
-            Ok(s) => Encoded { text: Some(s.to_string()), base64: None, truncated },
+            Ok(s) => Encoded {
+                text: Some(s.to_string()),
+                base64: None,
+                truncated,
+            },
             Err(_) => Encoded {
                 text: None,
                 base64: Some(base64::engine::general_purpose::STANDARD.encode(cut)),
@@ -232,8 +237,14 @@ pub struct TaskRecord {
 }
 
 /// Bookkeeping fields that API answers never show.
-const INTERNAL_FIELDS: [&str; 6] =
-    ["seq", "next_attempt_at", "attempt_started_at", "content_type", "traceparent", "callback"];
+const INTERNAL_FIELDS: [&str; 6] = [
+    "seq",
+    "next_attempt_at",
+    "attempt_started_at",
+    "content_type",
+    "traceparent",
+    "callback",
+];
 
 impl TaskRecord {
     /// The record as clients see it: without bookkeeping, and with the input only when asked.

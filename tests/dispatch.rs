@@ -1,5 +1,6 @@
 //! Dispatch against real endpoints: headers, the answer table of CONTRACT §5, retries, age,
 //! invalid tasks, task mode off, and isolation between functions.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -14,17 +15,31 @@ async fn a_task_calls_its_endpoint_with_the_contract_headers_and_records_the_res
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
     let rx = Receiver::start(|c, _| Reply::ok(&format!("got {}", String::from_utf8_lossy(&c.body)))).await;
-    app.put_fn("greet", json!({"endpoint": rx.url(), "timeout": "30s"})).await;
+    app.put_fn("greet", json!({"endpoint": rx.url(), "timeout": "30s"}))
+        .await;
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let id = app
-        .submit("greet", "alice", &[("Idempotency-Key", "job-42"), ("Content-Type", "text/plain"), ("traceparent", tp)])
+        .submit(
+            "greet",
+            "alice",
+            &[
+                ("Idempotency-Key", "job-42"),
+                ("Content-Type", "text/plain"),
+                ("traceparent", tp),
+            ],
+        )
         .await;
     assert_eq!(id, "job-42");
     let t = app.wait_status(&id, "Succeeded", T).await;
     assert_eq!(t["result"], "got alice");
     assert_eq!(t["attempts"], 1);
     assert_eq!(t["input_size"], 5);
-    let states: Vec<_> = t["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect();
+    let states: Vec<_> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(states, ["Enqueued", "Dequeued", "Running", "Succeeded"]);
     assert!(t["queue_ms"].as_u64().is_some() && t["duration_ms"].as_u64().is_some());
     assert!(t.get("input").is_none(), "input only with include_input");
@@ -48,7 +63,12 @@ async fn a_task_calls_its_endpoint_with_the_contract_headers_and_records_the_res
 async fn server_errors_are_retried_with_backoff_until_attempts_run_out() {
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
-    let rx = Receiver::start(|_, _| Reply::Status { code: 500, body: b"boom".to_vec(), headers: vec![] }).await;
+    let rx = Receiver::start(|_, _| Reply::Status {
+        code: 500,
+        body: b"boom".to_vec(),
+        headers: vec![],
+    })
+    .await;
     app.put_fn("flaky", json!({"endpoint": rx.url(), "max_attempts": 3, "backoff": {"initial": "200ms", "multiplier": 2, "jitter": false}})).await;
     let id = app.submit("flaky", "x", &[]).await;
     let t = app.wait_status(&id, "Failed", T).await;
@@ -61,10 +81,18 @@ async fn server_errors_are_retried_with_backoff_until_attempts_run_out() {
     let gap2 = calls[2].at - calls[1].at;
     assert!(gap1 >= Duration::from_millis(200), "first backoff {gap1:?}");
     assert!(gap2 >= Duration::from_millis(400), "second backoff {gap2:?}");
-    let states: Vec<_> = t["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect();
+    let states: Vec<_> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
         states,
-        ["Enqueued", "Dequeued", "Running", "Retrying", "Dequeued", "Running", "Retrying", "Dequeued", "Running", "Failed"]
+        [
+            "Enqueued", "Dequeued", "Running", "Retrying", "Dequeued", "Running", "Retrying", "Dequeued", "Running",
+            "Failed"
+        ]
     );
     app.stop().await;
 }
@@ -73,14 +101,30 @@ async fn server_errors_are_retried_with_backoff_until_attempts_run_out() {
 async fn a_failure_that_recovers_succeeds_on_a_later_attempt() {
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
-    let rx = Receiver::start(|_, n| if n == 0 { Reply::code(503).with_header("Retry-After", "1") } else if n == 1 { Reply::code(408) } else { Reply::ok("fine") }).await;
-    app.put_fn("recovers", json!({"endpoint": rx.url(), "backoff": {"initial": "100ms", "jitter": false}})).await;
+    let rx = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::code(503).with_header("Retry-After", "1")
+        } else if n == 1 {
+            Reply::code(408)
+        } else {
+            Reply::ok("fine")
+        }
+    })
+    .await;
+    app.put_fn(
+        "recovers",
+        json!({"endpoint": rx.url(), "backoff": {"initial": "100ms", "jitter": false}}),
+    )
+    .await;
     let id = app.submit("recovers", "x", &[]).await;
     let t = app.wait_status(&id, "Succeeded", T).await;
     let calls = rx.calls();
     // 503 is throttling: not an attempt, the retry carries the same number, after Retry-After.
     assert_eq!(calls.iter().map(|c| c.attempt()).collect::<Vec<_>>(), [1, 1, 2]);
-    assert!(calls[1].at - calls[0].at >= Duration::from_millis(950), "Retry-After honoured");
+    assert!(
+        calls[1].at - calls[0].at >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
     assert_eq!(t["attempts"], 2);
     assert_eq!(t["result"], "fine");
     app.stop().await;
@@ -90,13 +134,25 @@ async fn a_failure_that_recovers_succeeds_on_a_later_attempt() {
 async fn throttling_never_uses_up_attempts() {
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
-    let rx = Receiver::start(|_, n| if n < 3 { Reply::code(429).with_header("Retry-After", "0") } else { Reply::ok("ok") }).await;
-    app.put_fn("busy", json!({"endpoint": rx.url(), "max_attempts": 1})).await;
+    let rx = Receiver::start(|_, n| {
+        if n < 3 {
+            Reply::code(429).with_header("Retry-After", "0")
+        } else {
+            Reply::ok("ok")
+        }
+    })
+    .await;
+    app.put_fn("busy", json!({"endpoint": rx.url(), "max_attempts": 1}))
+        .await;
     let id = app.submit("busy", "x", &[]).await;
     let t = app.wait_status(&id, "Succeeded", T).await;
     assert_eq!(t["attempts"], 1);
     assert!(rx.calls().iter().all(|c| c.attempt() == 1));
-    assert!(t["events"].as_array().unwrap().iter().any(|e| e["status"] == "Retrying" && e["detail"] == "429"));
+    assert!(t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["status"] == "Retrying" && e["detail"] == "429"));
     app.stop().await;
 }
 
@@ -104,7 +160,12 @@ async fn throttling_never_uses_up_attempts() {
 async fn a_client_error_fails_at_once_without_retrying() {
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
-    let rx = Receiver::start(|_, _| Reply::Status { code: 422, body: b"bad input".to_vec(), headers: vec![] }).await;
+    let rx = Receiver::start(|_, _| Reply::Status {
+        code: 422,
+        body: b"bad input".to_vec(),
+        headers: vec![],
+    })
+    .await;
     app.put_fn("strict", json!({"endpoint": rx.url()})).await;
     let id = app.submit("strict", "x", &[]).await;
     let t = app.wait_status(&id, "Failed", T).await;
@@ -119,9 +180,14 @@ async fn an_endpoint_that_hangs_times_out_and_one_that_vanished_is_unreachable()
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
     let rx = Receiver::start(|_, _| Reply::Hang).await;
-    app.put_fn("hangs", json!({"endpoint": rx.url(), "timeout": "300ms", "max_attempts": 2, "backoff": {"initial": "10ms"}})).await;
+    app.put_fn(
+        "hangs",
+        json!({"endpoint": rx.url(), "timeout": "300ms", "max_attempts": 2, "backoff": {"initial": "10ms"}}),
+    )
+    .await;
     // Nothing listens on port 9 of loopback.
-    app.put_fn("gone", json!({"endpoint": "http://127.0.0.1:9/fn", "max_attempts": 1})).await;
+    app.put_fn("gone", json!({"endpoint": "http://127.0.0.1:9/fn", "max_attempts": 1}))
+        .await;
     let a = app.submit("hangs", "x", &[]).await;
     let b = app.submit("gone", "x", &[]).await;
     let t = app.wait_status(&a, "Failed", T).await;
@@ -171,7 +237,11 @@ async fn results_keep_bytes_and_are_cut_at_max_result() {
     c.limits.max_result = 10;
     let app = start_app(c).await;
     let rx = Receiver::start(|c, _| match c.body.as_slice() {
-        b"bin" => Reply::Status { code: 200, body: vec![0xff, 0x00, 0x7f], headers: vec![] },
+        b"bin" => Reply::Status {
+            code: 200,
+            body: vec![0xff, 0x00, 0x7f],
+            headers: vec![],
+        },
         _ => Reply::ok("0123456789abcdef"),
     })
     .await;
@@ -195,12 +265,16 @@ async fn with_task_mode_off_tasks_run_without_a_record_but_with_events() {
     let mut events = client.subscribe("jetask.events.fast.>").await.unwrap();
     client.flush().await.unwrap();
     let rx = Receiver::start(|_, _| Reply::ok("done")).await;
-    app.put_fn("fast", json!({"endpoint": rx.url(), "task_mode": false})).await;
+    app.put_fn("fast", json!({"endpoint": rx.url(), "task_mode": false}))
+        .await;
     let id = app.submit("fast", "x", &[("Idempotency-Key", "unrecorded")]).await;
     rx.wait_calls(1, T).await;
     let mut seen = Vec::new();
     while !seen.contains(&"jetask.events.fast.Succeeded".to_string()) {
-        let m = tokio::time::timeout(T, futures::StreamExt::next(&mut events)).await.unwrap().unwrap();
+        let m = tokio::time::timeout(T, futures::StreamExt::next(&mut events))
+            .await
+            .unwrap()
+            .unwrap();
         seen.push(m.subject.to_string());
     }
     assert_eq!(seen.first().map(String::as_str), Some("jetask.events.fast.Enqueued"));
@@ -214,7 +288,8 @@ async fn a_slow_function_does_not_hold_up_another() {
     let app = start_app(config(&nats)).await;
     let slow = Receiver::start(|_, _| Reply::Hang).await;
     let quick = Receiver::start(|_, _| Reply::ok("quick")).await;
-    app.put_fn("slow", json!({"endpoint": slow.url(), "concurrency": {"max": 2}})).await;
+    app.put_fn("slow", json!({"endpoint": slow.url(), "concurrency": {"max": 2}}))
+        .await;
     app.put_fn("quick", json!({"endpoint": quick.url()})).await;
     let js = nats.jetstream().await;
     for i in 0..50 {

@@ -1,5 +1,6 @@
 //! Running jetask: start-up of several replicas, configuration errors, functions shared across
 //! replicas, crashes and graceful shutdown of a real `jetask serve` process.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -11,7 +12,11 @@ use support::*;
 const T: Duration = Duration::from_secs(20);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `jetask serve` process with a config file in `dir`.
@@ -44,12 +49,23 @@ async fn serve_process(nats: &NatsServer, dir: &std::path::Path, extra: &str) ->
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    wait_for("jetask serve ready", T, || async { http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) }).await;
+    wait_for("jetask serve ready", T, || async {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     Serve { child, base }
 }
 
 fn view(base: &str) -> App {
-    App { svc: None, base: base.to_string(), http: reqwest::Client::builder().no_proxy().build().unwrap(), token: None }
+    App {
+        svc: None,
+        base: base.to_string(),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        token: None,
+    }
 }
 
 #[tokio::test]
@@ -57,17 +73,29 @@ async fn two_replicas_starting_at_once_both_come_up_and_share_functions_within_a
     let nats = NatsServer::start();
     let (a, b) = tokio::join!(start_app(config(&nats)), start_app(config(&nats)));
     let rx = Receiver::start(|_, _| Reply::ok("from either")).await;
-    a.put_fn("shared", json!({"endpoint": rx.url(), "max_attempts": 7})).await;
+    a.put_fn("shared", json!({"endpoint": rx.url(), "max_attempts": 7}))
+        .await;
     let started = std::time::Instant::now();
-    wait_for("replica b to see the function", Duration::from_secs(1), || async { b.get("/v1/functions/shared").await.status == 200 }).await;
+    wait_for("replica b to see the function", Duration::from_secs(1), || async {
+        b.get("/v1/functions/shared").await.status == 200
+    })
+    .await;
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(b.get("/v1/functions/shared").await.body["max_attempts"], 7);
     let listed = b.get("/v1/functions").await.body;
     assert_eq!(listed["functions"][0]["name"], "shared");
     let id = b.submit("shared", "x", &[]).await;
     a.wait_status(&id, "Succeeded", T).await;
-    assert_eq!(a.send(a.http.delete(format!("{}/v1/functions/shared", a.base))).await.status, 204);
-    wait_for("replica b to see the deletion", Duration::from_secs(1), || async { b.get("/v1/functions/shared").await.status == 404 }).await;
+    assert_eq!(
+        a.send(a.http.delete(format!("{}/v1/functions/shared", a.base)))
+            .await
+            .status,
+        204
+    );
+    wait_for("replica b to see the deletion", Duration::from_secs(1), || async {
+        b.get("/v1/functions/shared").await.status == 404
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
@@ -78,19 +106,35 @@ async fn function_policies_are_validated_key_by_key_and_the_secret_is_shown_once
     let app = start_app(config(&nats)).await;
     let put = |body: serde_json::Value| {
         let app = &app;
-        async move { app.send(app.http.put(format!("{}/v1/functions/f", app.base)).json(&body)).await }
+        async move {
+            app.send(app.http.put(format!("{}/v1/functions/f", app.base)).json(&body))
+                .await
+        }
     };
     for (body, key) in [
         (json!({"endpoint": "http://127.0.0.1:9/", "timeout": "100h"}), "timeout"),
-        (json!({"endpoint": "http://127.0.0.1:9/", "concurrency": {"max": 0}}), "concurrency.max"),
-        (json!({"endpoint": "http://127.0.0.1:9/", "rate_limit": {"per_second": 0}}), "rate_limit.per_second"),
-        (json!({"endpoint": "http://127.0.0.1:9/", "on_failure": "smtp://x"}), "on_failure"),
+        (
+            json!({"endpoint": "http://127.0.0.1:9/", "concurrency": {"max": 0}}),
+            "concurrency.max",
+        ),
+        (
+            json!({"endpoint": "http://127.0.0.1:9/", "rate_limit": {"per_second": 0}}),
+            "rate_limit.per_second",
+        ),
+        (
+            json!({"endpoint": "http://127.0.0.1:9/", "on_failure": "smtp://x"}),
+            "on_failure",
+        ),
         (json!({"endpoint": "not a url"}), "endpoint"),
         (json!({"endpoint": "http://127.0.0.1:9/", "retries": 3}), "retries"),
     ] {
         let a = put(body).await;
         assert_eq!(a.status, 400);
-        assert!(a.body["error"]["message"].as_str().unwrap().starts_with(key), "{}", a.body);
+        assert!(
+            a.body["error"]["message"].as_str().unwrap().starts_with(key),
+            "{}",
+            a.body
+        );
     }
     let created = put(json!({"endpoint": "http://127.0.0.1:9/"})).await;
     assert_eq!(created.status, 201);
@@ -110,7 +154,11 @@ async fn function_policies_are_validated_key_by_key_and_the_secret_is_shown_once
 #[tokio::test]
 async fn a_server_too_small_for_records_stops_start_up_naming_both_values() {
     let nats = NatsServer::start_with("");
-    let err = jetask::service::start(config(&nats)).await.err().expect("start-up must fail").to_string();
+    let err = jetask::service::start(config(&nats))
+        .await
+        .err()
+        .expect("start-up must fail")
+        .to_string();
     assert!(err.contains("1048576"), "{err}");
     assert!(err.contains("max_payload"), "{err}");
 }
@@ -120,7 +168,11 @@ async fn a_bad_config_file_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("jetask.toml");
     std::fs::write(&conf, "[limits]\nmax_payload = \"lots\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_jetask")).args(["serve", "--config"]).arg(&conf).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jetask"))
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.max_payload"), "{err}");
@@ -144,8 +196,20 @@ async fn a_bad_config_file_stops_start_up_naming_the_key() {
 async fn killing_the_service_mid_attempt_loses_nothing_and_the_attempt_runs_again() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let rx = Receiver::start(|_, n| if n == 0 { Reply::Hang } else { Reply::ok("second time lucky") }).await;
-    let first = serve_process(&nats, dir.path(), &format!("[functions.crashy]\nendpoint = \"{}\"\n", rx.url())).await;
+    let rx = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::Hang
+        } else {
+            Reply::ok("second time lucky")
+        }
+    })
+    .await;
+    let first = serve_process(
+        &nats,
+        dir.path(),
+        &format!("[functions.crashy]\nendpoint = \"{}\"\n", rx.url()),
+    )
+    .await;
     let client = view(&first.base);
     let id = client.submit("crashy", "x", &[]).await;
     rx.wait_calls(1, T).await;
@@ -154,7 +218,12 @@ async fn killing_the_service_mid_attempt_loses_nothing_and_the_attempt_runs_agai
     let t = second.wait_status(&id, "Succeeded", Duration::from_secs(30)).await;
     assert_eq!(rx.calls().iter().map(|c| c.attempt()).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(t["attempts"], 2);
-    let retry = t["events"].as_array().unwrap().iter().find(|e| e["status"] == "Retrying").expect("Retrying event");
+    let retry = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["status"] == "Retrying")
+        .expect("Retrying event");
     assert_eq!(retry["detail"], "interrupted");
     second.stop().await;
 }
@@ -164,7 +233,12 @@ async fn sigterm_lets_the_attempt_in_flight_finish_before_exiting() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(|_, _| Reply::After(Duration::from_millis(1500), Box::new(Reply::ok("finished")))).await;
-    let mut proc = serve_process(&nats, dir.path(), &format!("[functions.slowish]\nendpoint = \"{}\"\n", rx.url())).await;
+    let mut proc = serve_process(
+        &nats,
+        dir.path(),
+        &format!("[functions.slowish]\nendpoint = \"{}\"\n", rx.url()),
+    )
+    .await;
     let client = view(&proc.base);
     let id = client.submit("slowish", "x", &[]).await;
     rx.wait_calls(1, T).await;

@@ -1,4 +1,5 @@
 //! Submission over NATS and HTTP: headers, IDs, deduplication for the whole retention, bad input.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -15,7 +16,17 @@ async fn a_nats_submission_carries_its_headers_into_the_record() {
     let rx = Receiver::start(|_, _| Reply::ok("ok")).await;
     app.put_fn("resize", json!({"endpoint": rx.url()})).await;
     let js = nats.jetstream().await;
-    let ack = publish(&js, "resize", b"img", &[("Nats-Msg-Id", "job-1"), ("Jetask-User", "alice"), ("Content-Type", "image/png")]).await;
+    let ack = publish(
+        &js,
+        "resize",
+        b"img",
+        &[
+            ("Nats-Msg-Id", "job-1"),
+            ("Jetask-User", "alice"),
+            ("Content-Type", "image/png"),
+        ],
+    )
+    .await;
     assert!(!ack.duplicate);
     let t = app.wait_status("job-1", "Succeeded", T).await;
     assert_eq!(t["user"], "alice");
@@ -42,16 +53,24 @@ async fn a_resubmitted_id_never_runs_twice_inside_or_after_the_duplicate_window(
 
     let first = publish(&js, "once", b"a", &[("Nats-Msg-Id", "same")]).await;
     let again = publish(&js, "once", b"a", &[("Nats-Msg-Id", "same")]).await;
-    assert!(!first.duplicate && again.duplicate, "JetStream deduplicates inside its window");
+    assert!(
+        !first.duplicate && again.duplicate,
+        "JetStream deduplicates inside its window"
+    );
     app.wait_status("same", "Succeeded", T).await;
 
     // Past the window JetStream stores the copy again; the record drops it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let late = publish(&js, "once", b"a", &[("Nats-Msg-Id", "same")]).await;
     assert!(!late.duplicate);
-    let over_http = app.post("/v1/functions/once/tasks", "a", &[("Idempotency-Key", "same")]).await;
+    let over_http = app
+        .post("/v1/functions/once/tasks", "a", &[("Idempotency-Key", "same")])
+        .await;
     assert_eq!(over_http.status, 200);
-    assert_eq!(over_http.body, json!({"task_id": "same", "status": "Succeeded", "duplicate": true}));
+    assert_eq!(
+        over_http.body,
+        json!({"task_id": "same", "status": "Succeeded", "duplicate": true})
+    );
 
     // The late copy is consumed and dropped: wait until the function's consumer has nothing left.
     let stream = js.get_stream("JETASK_SUBMIT").await.unwrap();
@@ -74,11 +93,18 @@ async fn http_submission_answers_202_then_200_for_a_duplicate() {
     let app = start_app(config(&nats)).await;
     let rx = Receiver::start(|_, _| Reply::Hang).await;
     app.put_fn("f", json!({"endpoint": rx.url()})).await;
-    let a = app.post("/v1/functions/f/tasks", "x", &[("Idempotency-Key", "k1")]).await;
-    assert_eq!((a.status, a.body.clone()), (202, json!({"task_id": "k1", "status": "Enqueued", "duplicate": false})));
+    let a = app
+        .post("/v1/functions/f/tasks", "x", &[("Idempotency-Key", "k1")])
+        .await;
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (202, json!({"task_id": "k1", "status": "Enqueued", "duplicate": false}))
+    );
     // Readable at once: the record is written before the answer.
     assert_eq!(app.task("k1").await.unwrap()["id"], "k1");
-    let b = app.post("/v1/functions/f/tasks", "x", &[("Idempotency-Key", "k1")]).await;
+    let b = app
+        .post("/v1/functions/f/tasks", "x", &[("Idempotency-Key", "k1")])
+        .await;
     assert_eq!(b.status, 200);
     assert_eq!(b.body["duplicate"], true);
     // A generated ID is a UUIDv7 in simple form.
@@ -128,8 +154,20 @@ async fn a_malformed_header_over_nats_makes_the_task_invalid_naming_it() {
     let rx = Receiver::start(|_, _| Reply::ok("")).await;
     app.put_fn("f", json!({"endpoint": rx.url()})).await;
     let js = nats.jetstream().await;
-    publish(&js, "f", b"x", &[("Nats-Msg-Id", "bad-delay"), ("Jetask-Delay", "tomorrow")]).await;
-    publish(&js, "f", b"x", &[("Nats-Msg-Id", "bad-time"), ("Jetask-Not-Before", "2026-13-45")]).await;
+    publish(
+        &js,
+        "f",
+        b"x",
+        &[("Nats-Msg-Id", "bad-delay"), ("Jetask-Delay", "tomorrow")],
+    )
+    .await;
+    publish(
+        &js,
+        "f",
+        b"x",
+        &[("Nats-Msg-Id", "bad-time"), ("Jetask-Not-Before", "2026-13-45")],
+    )
+    .await;
     let t = app.wait_status("bad-delay", "Invalid", T).await;
     assert!(t["error"]["message"].as_str().unwrap().starts_with("Jetask-Delay"));
     let t = app.wait_status("bad-time", "Invalid", T).await;
@@ -148,7 +186,10 @@ async fn a_delayed_task_starts_no_earlier_than_asked() {
     let id = app.submit("later", "x", &[("Jetask-Delay", "1200ms")]).await;
     let now_id = app.submit("later", "y", &[]).await;
     let t = app.wait_status(&id, "Succeeded", T).await;
-    assert!(rx.calls()[0].task_id() == now_id, "an undelayed task is not held up behind a delayed one");
+    assert!(
+        rx.calls()[0].task_id() == now_id,
+        "an undelayed task is not held up behind a delayed one"
+    );
     let call = rx.calls().into_iter().find(|c| c.task_id() == id).unwrap();
     assert!(call.at - submitted >= Duration::from_millis(1200));
     assert!(t["not_before"].is_string());
@@ -159,7 +200,12 @@ async fn a_delayed_task_starts_no_earlier_than_asked() {
 async fn a_batch_answers_one_result_per_item_in_order() {
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
-    let rx = Receiver::start(|c, _| Reply::Status { code: 200, body: c.body.clone(), headers: vec![] }).await;
+    let rx = Receiver::start(|c, _| Reply::Status {
+        code: 200,
+        body: c.body.clone(),
+        headers: vec![],
+    })
+    .await;
     app.put_fn("f", json!({"endpoint": rx.url()})).await;
     let items = json!([
         {"id": "b-1", "input": "text"},
@@ -169,7 +215,13 @@ async fn a_batch_answers_one_result_per_item_in_order() {
         {"id": "b-1", "input": "again"},
         {"input": "x", "delay": "forever"}
     ]);
-    let a = app.send(app.http.post(format!("{}/v1/functions/f/tasks:batch", app.base)).json(&items)).await;
+    let a = app
+        .send(
+            app.http
+                .post(format!("{}/v1/functions/f/tasks:batch", app.base))
+                .json(&items),
+        )
+        .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let r = a.body["results"].as_array().unwrap();
     assert_eq!(r.len(), 6);
@@ -189,14 +241,19 @@ async fn a_nats_submission_is_visible_within_a_second_while_its_function_holds_1
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
     let rx = Receiver::start(|_, _| Reply::Hang).await;
-    app.put_fn("deep", json!({"endpoint": rx.url(), "concurrency": {"max": 1}})).await;
+    app.put_fn("deep", json!({"endpoint": rx.url(), "concurrency": {"max": 1}}))
+        .await;
     let js = nats.jetstream().await;
     // Pipelined publishes, a bounded window of PubAck futures in flight.
     let mut inflight = futures::stream::FuturesUnordered::new();
     for i in 0..100_000u32 {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", format!("deep-{i}").as_str());
-        inflight.push(std::future::IntoFuture::into_future(js.publish_with_headers("jetask.submit.deep", h, "x".into()).await.unwrap()));
+        inflight.push(std::future::IntoFuture::into_future(
+            js.publish_with_headers("jetask.submit.deep", h, "x".into())
+                .await
+                .unwrap(),
+        ));
         if inflight.len() >= 2000 {
             futures::StreamExt::next(&mut inflight).await.unwrap().unwrap();
         }
@@ -215,7 +272,10 @@ async fn a_nats_submission_is_visible_within_a_second_while_its_function_holds_1
     })
     .await;
     let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("fn-deep").await.unwrap();
-    assert!(c.info().await.unwrap().num_pending > 99_000, "the function's queue is deep");
+    assert!(
+        c.info().await.unwrap().num_pending > 99_000,
+        "the function's queue is deep"
+    );
     let start = Instant::now();
     publish(&js, "deep", b"x", &[("Nats-Msg-Id", "the-new-one")]).await;
     app.wait_status("the-new-one", "Enqueued", Duration::from_secs(1)).await;

@@ -17,7 +17,10 @@ fn check_name(name: &str) -> ApiResult<()> {
     if valid_function_name(name) {
         Ok(())
     } else {
-        Err(ApiError::bad_request("invalid_function_name", format!("{name:?} is not a function name ([A-Za-z0-9_-]{{1,64}})")))
+        Err(ApiError::bad_request(
+            "invalid_function_name",
+            format!("{name:?} is not a function name ([A-Za-z0-9_-]{{1,64}})"),
+        ))
     }
 }
 
@@ -50,20 +53,31 @@ pub async fn put(
             }
         }
     }
-    let f = Function { name: name.clone(), spec };
+    let f = Function {
+        name: name.clone(),
+        spec,
+    };
     ctx.put_function(&f).await.map_err(ApiError::unavailable)?;
     let mut answer = f.spec.public_json(&name);
     if let Some(s) = generated {
         // Shown once: GET never returns it.
         answer["signing_secret"] = Value::String(s);
     }
-    let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(answer)))
 }
 
 pub async fn get(State(ctx): State<Arc<Ctx>>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     check_name(&name)?;
-    let f = ctx.functions.get(&name).await?.ok_or_else(|| ApiError::function_not_found(&name))?;
+    let f = ctx
+        .functions
+        .get(&name)
+        .await?
+        .ok_or_else(|| ApiError::function_not_found(&name))?;
     let mut v = f.spec.public_json(&name);
     let (queued, in_flight) = match ctx.nats.submit.consumer_info(subjects::dispatch_consumer(&name)).await {
         Ok(info) => (info.num_pending, info.num_ack_pending as u64),

@@ -43,13 +43,24 @@ impl FromRequestParts<AppState> for Caller {
         if tokens.is_empty() {
             return Ok(Caller { user: None });
         }
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let token = header
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer TOKEN is required"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Authorization: Bearer TOKEN is required",
+                )
+            })?;
         match tokens.get(token) {
-            Some(user) => Ok(Caller { user: Some(user.clone()) }),
+            Some(user) => Ok(Caller {
+                user: Some(user.clone()),
+            }),
             None => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "unknown token")),
         }
     }
@@ -60,7 +71,10 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/v1/functions", get(functions::list))
-        .route("/v1/functions/{name}", get(functions::get).put(functions::put).delete(functions::delete))
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get).put(functions::put).delete(functions::delete),
+        )
         .route("/v1/functions/{name}/tasks", post(tasks::submit))
         .route("/v1/functions/{name}/tasks:batch", post(tasks::submit_batch))
         .route("/v1/tasks", get(tasks::list))
@@ -74,6 +88,13 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<serde_json::Value>) {
     let connected = ctx.nats.client.connection_state() == async_nats::connection::State::Connected;
     let ready = connected && ctx.index.ready();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({"ready": ready, "nats": connected, "index": ctx.index.ready()})))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"ready": ready, "nats": connected, "index": ctx.index.ready()})),
+    )
 }

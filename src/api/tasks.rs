@@ -37,14 +37,20 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Fie
 
 async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> ApiResult<Bytes> {
     let too_large = |size: String| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("input of {size} bytes is over limits.max_payload = {max}"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("input of {size} bytes is over limits.max_payload = {max}"),
+        )
     };
     if let Some(len) = header(headers, "content-length")?.and_then(|v| v.parse::<usize>().ok()) {
         if len > max {
             return Err(too_large(len.to_string()));
         }
     }
-    axum::body::to_bytes(body, max).await.map_err(|_| too_large(format!("over {max}")))
+    axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| too_large(format!("over {max}")))
 }
 
 /// The user a submission belongs to.
@@ -62,15 +68,22 @@ fn submitter(caller: &Caller, headers: &HeaderMap) -> Result<String, FieldError>
 fn shared_options(headers: &HeaderMap) -> Result<Options, FieldError> {
     Ok(Options {
         not_before: None,
-        callback: header(headers, h::CALLBACK)?.map(|c| submission::check_callback(h::CALLBACK, c)).transpose()?,
+        callback: header(headers, h::CALLBACK)?
+            .map(|c| submission::check_callback(h::CALLBACK, c))
+            .transpose()?,
         content_type: header(headers, h::CONTENT_TYPE)?.map(str::to_string),
-        traceparent: header(headers, h::TRACEPARENT)?.map(submission::check_traceparent).transpose()?,
+        traceparent: header(headers, h::TRACEPARENT)?
+            .map(submission::check_traceparent)
+            .transpose()?,
     })
 }
 
 async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
     if !crate::task::valid_function_name(name) {
-        return Err(ApiError::bad_request("invalid_function_name", format!("{name:?} is not a function name")));
+        return Err(ApiError::bad_request(
+            "invalid_function_name",
+            format!("{name:?} is not a function name"),
+        ));
     }
     match ctx.function(name).await {
         Some(_) => Ok(()),
@@ -80,7 +93,11 @@ async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
 
 fn submit_error(e: SubmitError) -> ApiError {
     match e {
-        SubmitError::IdTaken(id) => ApiError::new(StatusCode::CONFLICT, "id_taken", format!("task ID {id:?} is already taken")),
+        SubmitError::IdTaken(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "id_taken",
+            format!("task ID {id:?} is already taken"),
+        ),
         SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
         SubmitError::TooLarge { size, max } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,7 +120,9 @@ pub async fn submit(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     known_function(&ctx, &function).await?;
     let input = read_body(body, &headers, ctx.config.limits.max_payload).await?;
-    let id = header(&headers, "Idempotency-Key")?.map(|id| submission::check_id("Idempotency-Key", id).map(|_| id.to_string())).transpose()?;
+    let id = header(&headers, "Idempotency-Key")?
+        .map(|id| submission::check_id("Idempotency-Key", id).map(|_| id.to_string()))
+        .transpose()?;
     let mut options = shared_options(&headers)?;
     options.not_before = submission::not_before(
         header(&headers, h::DELAY)?.map(|v| (h::DELAY, v)),
@@ -113,10 +132,25 @@ pub async fn submit(
     )?;
     let user = submitter(&caller, &headers)?;
     let auth = caller.user.is_some();
-    let a = intake::submit(&ctx, HttpSubmission { function, user, id, options, input }, auth, true)
-        .await
-        .map_err(submit_error)?;
-    let status = if a.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let a = intake::submit(
+        &ctx,
+        HttpSubmission {
+            function,
+            user,
+            id,
+            options,
+            input,
+        },
+        auth,
+        true,
+    )
+    .await
+    .map_err(submit_error)?;
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(accepted_json(&a))))
 }
 
@@ -130,7 +164,12 @@ struct BatchItem {
     not_before: Option<String>,
 }
 
-fn batch_item(ctx: &Ctx, raw: Value, shared: &Options, now: Timestamp) -> Result<(Option<String>, Options, Bytes), FieldError> {
+fn batch_item(
+    ctx: &Ctx,
+    raw: Value,
+    shared: &Options,
+    now: Timestamp,
+) -> Result<(Option<String>, Options, Bytes), FieldError> {
     let item: BatchItem = serde_json::from_value(raw).map_err(|e| field_error("item", e.to_string()))?;
     if let Some(id) = &item.id {
         submission::check_id("id", id)?;
@@ -163,9 +202,13 @@ pub async fn submit_batch(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     known_function(&ctx, &function).await?;
-    let body = axum::body::to_bytes(body, MAX_BATCH_BODY)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("a batch body is at most {MAX_BATCH_BODY} bytes")))?;
+    let body = axum::body::to_bytes(body, MAX_BATCH_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a batch body is at most {MAX_BATCH_BODY} bytes"),
+        )
+    })?;
     let items: Vec<Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("expected a JSON array of tasks: {e}")))?;
     let shared = shared_options(&headers)?;
@@ -179,9 +222,28 @@ pub async fn submit_batch(
             async move {
                 let (id, options, input) = match batch_item(&ctx, raw, &shared, now) {
                     Ok(x) => x,
-                    Err(e) => return ApiError::from(FieldError { field: format!("[{i}].{}", e.field), reason: e.reason }).body(),
+                    Err(e) => {
+                        return ApiError::from(FieldError {
+                            field: format!("[{i}].{}", e.field),
+                            reason: e.reason,
+                        })
+                        .body()
+                    }
                 };
-                match intake::submit(&ctx, HttpSubmission { function, user, id, options, input }, auth, false).await {
+                match intake::submit(
+                    &ctx,
+                    HttpSubmission {
+                        function,
+                        user,
+                        id,
+                        options,
+                        input,
+                    },
+                    auth,
+                    false,
+                )
+                .await
+                {
                     Ok(a) => accepted_json(&a),
                     Err(e) => submit_error(e).body(),
                 }
@@ -197,7 +259,10 @@ fn flag(params: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
     match params.get(key).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::bad_request("invalid_query", format!("{key}: {other:?} is not true or false"))),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{key}: {other:?} is not true or false"),
+        )),
     }
 }
 
@@ -218,11 +283,17 @@ pub async fn get(
 fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Query> {
     const KNOWN: [&str; 7] = ["function", "status", "user", "since", "until", "limit", "cursor"];
     if let Some(k) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::bad_request("invalid_query", format!("{k}: unknown parameter; expected one of {}", KNOWN.join(", "))));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{k}: unknown parameter; expected one of {}", KNOWN.join(", ")),
+        ));
     }
     let bad = |k: &str, why: String| ApiError::bad_request("invalid_query", format!("{k}: {why}"));
     let time = |k: &str| -> ApiResult<Option<Timestamp>> {
-        params.get(k).map(|v| v.parse::<Timestamp>().map_err(|e| bad(k, e.to_string()))).transpose()
+        params
+            .get(k)
+            .map(|v| v.parse::<Timestamp>().map_err(|e| bad(k, e.to_string())))
+            .transpose()
     };
     let limit = match params.get("limit") {
         None => 20,
@@ -256,7 +327,10 @@ pub async fn list(
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let q = parse_query(&params, &caller)?;
-    let (ids, next) = ctx.index.query(&q).map_err(|e| ApiError::bad_request("invalid_query", format!("cursor: {e}")))?;
+    let (ids, next) = ctx
+        .index
+        .query(&q)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("cursor: {e}")))?;
     let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.get(id))).await;
     let mut tasks = Vec::with_capacity(ids.len());
     for r in records {

