@@ -37,6 +37,18 @@ pub enum Command {
     /// Manage functions.
     #[command(subcommand)]
     Fn(FnCommand),
+    /// Measure end-to-end throughput and latency against a local no-op function.
+    Bench {
+        /// Number of tasks.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Input size in bytes.
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        /// Use this NATS server instead of starting one.
+        #[arg(long)]
+        nats_url: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -370,6 +382,19 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             } else {
                 println!("function {name} deleted");
             }
+        }
+        Command::Bench {
+            tasks,
+            payload,
+            nats_url,
+        } => {
+            crate::bench::run(crate::bench::BenchArgs {
+                tasks,
+                payload,
+                nats_url,
+                json,
+            })
+            .await?;
         }
         Command::Serve | Command::Dev => unreachable!("handled by main"),
     }

@@ -18,9 +18,10 @@
 //! - [`registry`]: every replica's view of functions; [`index`]: the list index;
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
 //! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
-//! - [`api`]: the HTTP API; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`].
+//! - [`api`]: the HTTP API; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -1,0 +1,15 @@
+//! A demo function endpoint: `cargo run --example demo_function [ADDR]` (default 127.0.0.1:8081).
+//! Routes: `POST /echo` (answers the input), `/noop` (204), `/sleep?ms=N`, `/fail?status=S`.
+//! Register it with: `jetask fn put echo --endpoint http://127.0.0.1:8081/echo`.
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+    let (bound, task) = jetask::demo::serve(addr).await?;
+    println!("demo function listening on http://{bound} (POST /echo, /noop, /sleep?ms=N, /fail?status=S)");
+    let _ = task.await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The command line against a running instance: readable output, `--json`, exit codes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::{Command, Output};
+use support::*;
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(app: &App) -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = app.base.trim_start_matches("http://");
+        std::fs::write(
+            dir.path().join("jetask.toml"),
+            format!("[http]\nlisten = \"{listen}\"\n"),
+        )
+        .unwrap();
+        Cli { dir }
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
+        cmd.args(args).current_dir(self.dir.path());
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[tokio::test]
+async fn functions_and_tasks_are_managed_from_the_command_line() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let ok = Receiver::start(|c, _| Reply::Status {
+        code: 200,
+        body: c.body.to_ascii_uppercase(),
+        headers: vec![],
+    })
+    .await;
+    let bad = Receiver::start(|_, _| Reply::code(400)).await;
+    let cli = Cli::new(&app);
+
+    let put = cli
+        .run(&["fn", "put", "shout", "--endpoint", &ok.url(), "--max-attempts", "2"])
+        .await;
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    assert!(stdout(&put).contains("signing_secret: whsec_"));
+    let got = cli.run(&["fn", "get", "shout", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(v["max_attempts"], 2);
+    assert!(stdout(&cli.run(&["fn", "list"]).await).contains("shout"));
+
+    let done = cli.run(&["submit", "shout", "hello", "--id", "cli-1", "--wait"]).await;
+    assert!(done.status.success());
+    assert_eq!(stdout(&done).trim(), "HELLO");
+    let again = cli.run(&["submit", "shout", "hello", "--id", "cli-1"]).await;
+    assert!(stdout(&again).contains("duplicate"));
+
+    assert!(cli
+        .run(&["fn", "put", "reject", "--endpoint", &bad.url()])
+        .await
+        .status
+        .success());
+    let failed = cli.run(&["submit", "reject", "x", "--wait"]).await;
+    assert_eq!(failed.status.code(), Some(1), "--wait exits 0 only on Succeeded");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("Failed"));
+
+    let shown = stdout(&cli.run(&["task", "get", "cli-1"]).await);
+    assert!(
+        shown.contains("Succeeded") && shown.contains("HELLO") && shown.contains("attempt 1"),
+        "{shown}"
+    );
+    let listed = cli.run(&["task", "list", "--function", "shout", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(v["tasks"][0]["id"], "cli-1");
+
+    let stop = cli.run(&["task", "stop", "cli-1"]).await;
+    assert_eq!(stop.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&stop.stderr).contains("cannot be stopped"));
+    let unknown = cli.run(&["submit", "nope", "x"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no function \"nope\""));
+    let bad_delay = cli.run(&["submit", "shout", "x", "--delay", "soon"]).await;
+    assert!(String::from_utf8_lossy(&bad_delay.stderr).contains("Jetask-Delay"));
+    assert!(cli.run(&["fn", "delete", "reject"]).await.status.success());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_command_without_a_service_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jetask.toml"), "[http]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jetask"))
+        .args(["task", "list"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:9"));
+}
