@@ -39,8 +39,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             format!("nats://127.0.0.1:{port}")
         }
     };
-    let mut config = Config::default();
-    config.defaults = serde_json::json!({});
+    let mut config = Config::from_toml("").map_err(|e| anyhow::anyhow!(e))?;
     config.nats.url = url.clone();
     config.http.listen = "127.0.0.1:0".into();
     let deadline = Instant::now() + Duration::from_secs(10);
