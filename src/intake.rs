@@ -144,6 +144,9 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
             max: ctx.config.limits.max_payload,
         });
     }
+    if ctx.nats.client.connection_state() != async_nats::connection::State::Connected {
+        return Err(SubmitError::Unavailable("not connected to NATS".into()));
+    }
     let client_id = s.id.is_some();
     let id = s.id.unwrap_or_else(crate::task::new_task_id);
     if client_id {

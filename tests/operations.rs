@@ -271,3 +271,40 @@ async fn a_long_attempt_is_never_redelivered_while_in_flight() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn while_nats_is_down_submissions_answer_503_and_work_resumes_when_it_returns() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let rx = Receiver::start(|_, _| Reply::ok("back")).await;
+    app.put_fn("f", json!({"endpoint": rx.url()})).await;
+    let before = app.submit("f", "x", &[]).await;
+    app.wait_status(&before, "Succeeded", T).await;
+
+    let port = nats.port;
+    // Stop the server, keeping its store to start it again on the same port.
+    let restarted_later = nats.restart_paused();
+    wait_for("readyz to notice", T, || async {
+        app.get("/readyz").await.status == 503
+    })
+    .await;
+    let a = app
+        .post("/v1/functions/f/tasks", "x", &[("Idempotency-Key", "while-down")])
+        .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was accepted"));
+
+    let nats = restarted_later.resume();
+    assert_eq!(nats.port, port);
+    wait_for("readyz to recover", T, || async {
+        app.get("/readyz").await.status == 200
+    })
+    .await;
+    let id = app.submit("f", "x", &[("Idempotency-Key", "after")]).await;
+    app.wait_status(&id, "Succeeded", T).await;
+    assert!(app.task("while-down").await.is_none(), "a 503 accepted nothing");
+    app.stop().await;
+}

@@ -99,14 +99,12 @@ impl NatsServer {
         }
     }
 
-    /// Kills the server and starts it again on the same port and store.
-    pub fn restart(mut self, extra: &str) -> NatsServer {
+    /// Kills the server, keeping its store, to be started again with [`Paused::resume`].
+    pub fn restart_paused(mut self) -> Paused {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let port = self.port;
-        // Move the dir out without running Drop's kill twice.
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        Self::spawn(dir, extra, port)
+        Paused { dir, port: self.port }
     }
 
     pub async fn client(&self) -> async_nats::Client {
@@ -117,6 +115,18 @@ impl NatsServer {
 
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(self.client().await)
+    }
+}
+
+/// A stopped server's store and port.
+pub struct Paused {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Paused {
+    pub fn resume(self) -> NatsServer {
+        NatsServer::spawn(self.dir, "max_payload: 8MB", self.port)
     }
 }
 
