@@ -1,22 +1,33 @@
-//! Reaching a running attempt from any replica: every replica keeps a cancellation token per
-//! attempt it holds and listens on one core-NATS subject for stop requests naming a task.
+//! Reaching an attempt in flight from any replica: every replica keeps a handle per attempt it
+//! holds and listens on core-NATS control subjects naming a task — `stop` aborts the attempt,
+//! `wake` makes its holder read the record again (a long task completed elsewhere).
 
 use crate::subjects;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Handle {
+    stop: CancellationToken,
+    wake: Arc<Notify>,
+}
 
 #[derive(Default)]
 pub struct Control {
-    inflight: Mutex<HashMap<String, CancellationToken>>,
+    inflight: Mutex<HashMap<String, Handle>>,
 }
 
 /// Removes its attempt from the in-flight table when dropped.
 pub struct AttemptGuard {
     control: Arc<Control>,
     id: String,
+    /// Cancelled when the task is stopped.
     pub token: CancellationToken,
+    /// Notified when the task's record changed elsewhere.
+    pub wake: Arc<Notify>,
 }
 
 impl Drop for AttemptGuard {
@@ -27,25 +38,48 @@ impl Drop for AttemptGuard {
     }
 }
 
+/// What a control message asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Stop,
+    Wake,
+}
+
+impl Signal {
+    fn subject(self) -> &'static str {
+        match self {
+            Signal::Stop => subjects::CONTROL_STOP,
+            Signal::Wake => subjects::CONTROL_WAKE,
+        }
+    }
+}
+
 impl Control {
     /// Registers the attempt of task `id` held by this replica.
     pub fn register(self: &Arc<Self>, id: &str) -> AttemptGuard {
-        let token = CancellationToken::new();
+        let h = Handle {
+            stop: CancellationToken::new(),
+            wake: Arc::new(Notify::new()),
+        };
         if let Ok(mut m) = self.inflight.lock() {
-            m.insert(id.to_string(), token.clone());
+            m.insert(id.to_string(), h.clone());
         }
         AttemptGuard {
             control: self.clone(),
             id: id.to_string(),
-            token,
+            token: h.stop,
+            wake: h.wake,
         }
     }
 
-    /// Aborts the attempt of `id` if this replica holds it.
-    pub fn cancel(&self, id: &str) -> bool {
+    /// Delivers `signal` to the attempt of `id` if this replica holds it.
+    pub fn deliver(&self, id: &str, signal: Signal) -> bool {
         match self.inflight.lock().ok().and_then(|m| m.get(id).cloned()) {
-            Some(t) => {
-                t.cancel();
+            Some(h) => {
+                match signal {
+                    Signal::Stop => h.stop.cancel(),
+                    Signal::Wake => h.wake.notify_one(),
+                }
                 true
             }
             None => false,
@@ -56,22 +90,30 @@ impl Control {
         self.inflight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Asks every replica to abort the attempt of `id`.
-    pub async fn broadcast_stop(client: &async_nats::Client, id: &str) -> Result<(), async_nats::PublishError> {
-        client.publish(subjects::CONTROL_STOP, id.to_string().into()).await
+    /// Delivers `signal` here when this replica holds the attempt, else to every replica.
+    pub async fn signal(
+        &self,
+        client: &async_nats::Client,
+        id: &str,
+        signal: Signal,
+    ) -> Result<(), async_nats::PublishError> {
+        if self.deliver(id, signal) {
+            return Ok(());
+        }
+        client.publish(signal.subject(), id.to_string().into()).await
     }
 
-    /// Listens for stop requests until `shutdown`.
+    /// Listens for control messages until `shutdown`.
     pub async fn listen(
         self: Arc<Self>,
         client: async_nats::Client,
         ready: tokio::sync::oneshot::Sender<()>,
         shutdown: CancellationToken,
     ) {
-        let mut sub = match client.subscribe(subjects::CONTROL_STOP).await {
+        let mut sub = match client.subscribe(subjects::CONTROL_ALL).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "cannot subscribe to stop requests");
+                tracing::error!(error = %e, "cannot subscribe to control messages");
                 return;
             }
         };
@@ -83,7 +125,8 @@ impl Control {
                 m = sub.next() => match m {
                     Some(m) => {
                         let id = String::from_utf8_lossy(&m.payload).to_string();
-                        if self.cancel(&id) {
+                        let signal = if m.subject.as_str() == subjects::CONTROL_STOP { Signal::Stop } else { Signal::Wake };
+                        if self.deliver(&id, signal) && signal == Signal::Stop {
                             tracing::info!(task_id = %id, "aborting attempt on stop request");
                         }
                     }

@@ -363,28 +363,101 @@ async fn attempt(
         },
     );
     tracing::debug!(attempt = r.attempts, "calling function");
+    let ack_wait = ctx.config.dispatch.ack_wait.0;
     let outcome = tokio::select! {
-        o = keep_alive(call, acker, ctx.config.dispatch.ack_wait.0) => Some(o),
+        o = keep_alive(call, acker, ack_wait) => Some(o),
         _ = guard.token.cancelled() => None,
     };
-    drop(guard);
     let now = Timestamp::now();
     let event = match outcome {
-        // Aborted by a stop request: the record says Stopping; finish it.
+        // Aborted by a stop request: the record says Stopping; the caller finishes it.
         None => None,
-        // Long tasks (202 + Jetask-Async) are not reported back yet: treat as done.
-        Some(Outcome::Accepted) => Some(Event::Succeed {
-            result: Default::default(),
-            detail: "202".into(),
-        }),
+        Some(Outcome::Accepted) => {
+            let waited = keep_alive(await_completion(ctx, &v, spec, &guard, persist), acker, ack_wait).await;
+            return waited;
+        }
         Some(o) => outcome::decide(r, o, spec, ctx.config.limits.max_result, now, rand::random::<f64>()),
     };
+    drop(guard);
     match event {
         Some(ev) => commit_or_reload(ctx, &v, vec![ev], now, persist).await,
-        None => match ctx.tasks.get(&r.id).await {
-            Ok(Some(fresh)) => Ok(fresh),
-            _ => Err(Settle::Later(Duration::from_secs(1))),
+        None => reload(ctx, &r.id).await,
+    }
+}
+
+async fn reload(ctx: &Ctx, id: &str) -> Result<Versioned, Settle> {
+    match ctx.tasks.get(id).await {
+        Ok(Some(fresh)) => Ok(fresh),
+        Ok(None) => Err(Settle::Ack),
+        Err(_) => Err(Settle::Later(Duration::from_secs(1))),
+    }
+}
+
+/// How often a long attempt's holder reads its record even without being woken.
+const LONG_TASK_POLL: Duration = Duration::from_secs(5);
+
+/// A long task (`202` + `Jetask-Async: true`): holds the attempt, kept alive, until the function
+/// completes it (through any replica), a stop, or a missed heartbeat or the attempt's timeout.
+async fn await_completion(
+    ctx: &Ctx,
+    v: &Versioned,
+    spec: &FunctionSpec,
+    guard: &crate::control::AttemptGuard,
+    persist: bool,
+) -> Result<Versioned, Settle> {
+    let attempt = v.record.attempts;
+    let mut current = match machine::mark_async(&v.record) {
+        Ok(marked) => match commit_record(ctx, v, marked, persist).await {
+            Ok(next) => next,
+            Err(fresh) => fresh?,
         },
+        Err(_) => v.clone(),
+    };
+    loop {
+        let r = &current.record;
+        if r.status != Status::Running || r.attempts != attempt {
+            return Ok(current);
+        }
+        let now = Timestamp::now();
+        if let Some(why) = machine::long_attempt_overdue(r, spec.heartbeat_timeout.0, spec.timeout.0, now) {
+            let error = TaskError::new(ErrorType::Timeout, why);
+            let ev = outcome::decide(r, Outcome::Retryable(error), spec, 0, now, rand::random::<f64>());
+            return commit_or_reload(ctx, &current, ev.into_iter().collect(), now, persist).await;
+        }
+        let started = r.attempt_started_at.unwrap_or(now);
+        let due = r
+            .heartbeat_at
+            .unwrap_or(started)
+            .max(started)
+            .plus(spec.heartbeat_timeout.0)
+            .min(started.plus(spec.timeout.0));
+        let wait = now.until(due).min(LONG_TASK_POLL) + Duration::from_millis(1);
+        tokio::select! {
+            _ = guard.token.cancelled() => {}
+            _ = guard.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        current = reload(ctx, &r.id).await?;
+    }
+}
+
+/// Writes a record changed outside the state machine (no transition); on a lost race, the
+/// record as it now is.
+async fn commit_record(
+    ctx: &Ctx,
+    v: &Versioned,
+    record: crate::task::TaskRecord,
+    persist: bool,
+) -> Result<Versioned, Result<Versioned, Settle>> {
+    if !persist {
+        return Ok(Versioned {
+            record,
+            revision: v.revision,
+        });
+    }
+    match ctx.tasks.update(&record, v.revision).await {
+        Ok(revision) => Ok(Versioned { record, revision }),
+        Err(_) => Err(reload(ctx, &v.record.id).await),
     }
 }
 

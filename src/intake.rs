@@ -181,6 +181,12 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
     if let Some(tp) = &s.options.traceparent {
         headers.insert(h::TRACEPARENT, tp.as_str());
     }
+    if let Some(r) = &s.options.replay_of {
+        headers.insert(h::REPLAY_OF, r.as_str());
+    }
+    if let Some(t) = &s.options.triggered_by {
+        headers.insert(h::TRIGGERED_BY, t.as_str());
+    }
     let now = Timestamp::now();
     let ack = ctx
         .nats
@@ -218,8 +224,8 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
                 content_type: s.options.content_type,
                 traceparent: s.options.traceparent,
                 callback: s.options.callback,
-                replay_of: None,
-                triggered_by: None,
+                replay_of: s.options.replay_of,
+                triggered_by: s.options.triggered_by,
             },
             None,
             now,

@@ -18,7 +18,7 @@
 //! - [`registry`]: every replica's view of functions; [`index`]: the list index;
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
 //! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
-//! - [`api`]: the HTTP API; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
+//! - [`ops`]: task and function operations shared by both APIs; [`api`]: the HTTP API; [`nats_api`]: the NATS micro service; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
 
 pub mod api;
 pub mod bench;
@@ -36,6 +36,8 @@ pub mod index;
 pub mod intake;
 pub mod invoke;
 pub mod machine;
+pub mod nats_api;
+pub mod ops;
 pub mod outcome;
 pub mod records;
 pub mod registry;

@@ -116,6 +116,8 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
             }
             r.attempt_started_at = Some(now);
             r.next_attempt_at = None;
+            r.heartbeat_at = None;
+            r.async_attempt = false;
             detail = Some(format!("attempt {attempt}"));
         }
         Event::Succeed { result, detail: d } => {
@@ -188,6 +190,56 @@ fn end_attempt(r: &mut TaskRecord, now: Timestamp) {
     if let Some(start) = r.attempt_started_at.take() {
         r.duration_ms = Some(now.since(start));
     }
+    r.async_attempt = false;
+}
+
+/// Notes that the attempt in flight answered `202` + `Jetask-Async: true`. Not a transition:
+/// the task stays `Running` until the function completes it.
+pub fn mark_async(record: &TaskRecord) -> Result<TaskRecord, InvalidTransition> {
+    if record.status != Status::Running {
+        return Err(InvalidTransition {
+            from: record.status,
+            event: "await completion",
+        });
+    }
+    let mut r = record.clone();
+    r.async_attempt = true;
+    Ok(r)
+}
+
+/// A long task's heartbeat: accepted while `Running`, refused in any other state.
+pub fn heartbeat(record: &TaskRecord, now: Timestamp) -> Result<TaskRecord, InvalidTransition> {
+    if record.status != Status::Running {
+        return Err(InvalidTransition {
+            from: record.status,
+            event: "heartbeat",
+        });
+    }
+    let mut r = record.clone();
+    r.heartbeat_at = Some(now);
+    Ok(r)
+}
+
+/// Why a long task's attempt has run out of time at `now`, if it has: no heartbeat within
+/// `heartbeat_timeout` (counted from the attempt's start until the first one), or past `timeout`.
+pub fn long_attempt_overdue(
+    record: &TaskRecord,
+    heartbeat_timeout: std::time::Duration,
+    timeout: std::time::Duration,
+    now: Timestamp,
+) -> Option<String> {
+    let started = record.attempt_started_at?;
+    let last = record.heartbeat_at.unwrap_or(started).max(started);
+    if now > last.plus(heartbeat_timeout) {
+        return Some(format!(
+            "no heartbeat within {}",
+            crate::duration::Dur(heartbeat_timeout)
+        ));
+    }
+    if now > started.plus(timeout) {
+        return Some(format!("not completed within {}", crate::duration::Dur(timeout)));
+    }
+    None
 }
 
 /// A fresh record for an accepted submission.
@@ -228,6 +280,7 @@ pub fn create(task: NewTask, invalid: Option<String>, now: Timestamp) -> Transit
         destination: None,
         replay_of: task.replay_of,
         triggered_by: task.triggered_by,
+        heartbeat_at: None,
         events: vec![EventEntry {
             status: Status::Enqueued,
             at: now,
@@ -236,6 +289,7 @@ pub fn create(task: NewTask, invalid: Option<String>, now: Timestamp) -> Transit
         seq: task.seq,
         next_attempt_at: None,
         attempt_started_at: None,
+        async_attempt: false,
         content_type: task.content_type,
         traceparent: task.traceparent,
         callback: task.callback,
@@ -476,6 +530,42 @@ mod tests {
         assert_eq!(t.record.status, Stopped);
         assert_eq!(t.record.error.as_ref().map(|e| e.kind), Some(ErrorType::Stopped));
         assert_eq!(t.record.finished_at, Some(at(2)));
+    }
+
+    #[test]
+    fn long_tasks_take_heartbeats_only_while_running_and_time_out_without_them() {
+        let r = in_state(Running);
+        let r = mark_async(&r).unwrap();
+        assert!(r.async_attempt);
+        let hb = std::time::Duration::from_secs(10);
+        let limit = std::time::Duration::from_secs(100);
+        assert_eq!(long_attempt_overdue(&r, hb, limit, at(10_000)), None);
+        assert_eq!(
+            long_attempt_overdue(&r, hb, limit, at(10_001)).as_deref(),
+            Some("no heartbeat within 10s")
+        );
+        let r = heartbeat(&r, at(9_000)).unwrap();
+        assert_eq!(long_attempt_overdue(&r, hb, limit, at(19_000)), None);
+        let mut late = r.clone();
+        late.heartbeat_at = Some(at(99_000));
+        assert_eq!(
+            long_attempt_overdue(&late, hb, limit, at(100_001)).as_deref(),
+            Some("not completed within 100s")
+        );
+        for s in Status::ALL.into_iter().filter(|s| *s != Running) {
+            assert!(heartbeat(&in_state(s), at(1)).is_err());
+            assert!(mark_async(&in_state(s)).is_err());
+        }
+        let done = apply(
+            &r,
+            Event::Succeed {
+                result: Encoded::default(),
+                detail: "complete".into(),
+            },
+            at(20),
+        )
+        .unwrap();
+        assert!(!done.record.async_attempt);
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
             .clone()
             .follow(ctx.nats.js.clone(), config.retention(), shutdown.clone()),
     );
+    let (api_ready, ready) = tokio::sync::oneshot::channel();
+    background.spawn(crate::nats_api::run(ctx.clone(), api_ready, shutdown.clone()));
+    let _ = ready.await;
     background.spawn(intake::run(ctx.clone(), shutdown.clone()));
     background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
     let http_stop = CancellationToken::new();

@@ -12,6 +12,10 @@ pub const TASKS_BUCKET: &str = "JETASK_TASKS";
 pub const FUNCTIONS_BUCKET: &str = "JETASK_FUNCTIONS";
 /// Core-NATS subject on which stop requests reach the replica holding an attempt.
 pub const CONTROL_STOP: &str = "jetask.control.stop";
+/// Core-NATS subject telling the replica holding a long attempt that its record changed
+/// (completed through another replica).
+pub const CONTROL_WAKE: &str = "jetask.control.wake";
+pub const CONTROL_ALL: &str = "jetask.control.*";
 
 pub fn submit(function: &str) -> String {
     format!("jetask.submit.{function}")
@@ -54,8 +58,10 @@ pub mod headers {
     pub const ATTEMPT: &str = "Jetask-Attempt";
     pub const DEADLINE: &str = "Jetask-Deadline";
     pub const ASYNC: &str = "Jetask-Async";
-    /// Set by the HTTP API on submissions it publishes: the acceptance time it recorded.
-    pub const ACCEPTED_AT: &str = "Jetask-Accepted-At";
+    /// Set on the submission of a replay: the task it replays.
+    pub const REPLAY_OF: &str = "Jetask-Replay-Of";
+    /// Set on the submission made by a `function:` destination: the task that triggered it.
+    pub const TRIGGERED_BY: &str = "Jetask-Triggered-By";
     /// Set on record writes so that the list index can follow records from headers alone.
     pub const INDEX_FUNCTION: &str = "Jetask-Idx-Function";
     pub const INDEX_STATUS: &str = "Jetask-Idx-Status";

@@ -32,6 +32,10 @@ pub struct Options {
     pub callback: Option<String>,
     pub content_type: Option<String>,
     pub traceparent: Option<String>,
+    /// The task this one replays (CONTRACT §8.1).
+    pub replay_of: Option<String>,
+    /// The task whose result started this one (a `function:` destination).
+    pub triggered_by: Option<String>,
 }
 
 pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
@@ -178,8 +182,8 @@ pub fn from_message<'a>(
             content_type: header(h::CONTENT_TYPE).map(str::to_string),
             traceparent,
             callback,
-            replay_of: None,
-            triggered_by: None,
+            replay_of: header(h::REPLAY_OF).filter(|v| valid_task_id(v)).map(str::to_string),
+            triggered_by: header(h::TRIGGERED_BY).filter(|v| valid_task_id(v)).map(str::to_string),
         },
         invalid,
     }

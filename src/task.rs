@@ -213,6 +213,9 @@ pub struct TaskRecord {
     pub replay_of: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<String>,
+    /// Last heartbeat of a long task's attempt (CONTRACT §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<Timestamp>,
     pub events: Vec<EventEntry>,
 
     /// Stream sequence of the submission that owns this record: another message carrying the
@@ -224,6 +227,9 @@ pub struct TaskRecord {
     /// Start of the attempt in flight, for `duration_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_started_at: Option<Timestamp>,
+    /// The attempt in flight answered `202` + `Jetask-Async: true`: the function reports its end.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub async_attempt: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

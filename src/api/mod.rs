@@ -5,6 +5,7 @@ mod error;
 mod functions;
 mod tasks;
 
+pub use crate::ops::Caller;
 pub use error::{ApiError, ApiResult};
 
 use crate::service::Ctx;
@@ -20,19 +21,6 @@ pub struct AppState(pub Arc<Ctx>);
 impl FromRef<AppState> for Arc<Ctx> {
     fn from_ref(s: &AppState) -> Arc<Ctx> {
         s.0.clone()
-    }
-}
-
-/// Who is calling: the token's user when `auth.tokens` is set, else nobody in particular.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    /// `Some` under auth: the caller sees only this user's tasks.
-    pub user: Option<String>,
-}
-
-impl Caller {
-    pub fn may_see(&self, owner: &str) -> bool {
-        self.user.as_deref().is_none_or(|u| u == owner)
     }
 }
 
@@ -80,6 +68,9 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/stop", post(tasks::stop))
+        .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete))
+        .route("/v1/tasks/{id}/replay", post(tasks::replay))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(AppState(ctx))

@@ -1,16 +1,11 @@
-//! Submitting (single and `:batch`), reading, listing and stopping tasks.
+//! Task routes: submitting (single and `:batch`) here; the rest through [`crate::ops`].
 
 use super::{ApiError, ApiResult, Caller};
-use crate::control::Control;
-use crate::index::Query;
-use crate::intake::{self, Accepted, HttpSubmission, SubmitError};
-use crate::machine::{self, Effect, Event};
-use crate::records;
+use crate::intake::{self, HttpSubmission};
+use crate::ops;
 use crate::service::Ctx;
-use crate::store::StoreError;
 use crate::subjects::headers as h;
 use crate::submission::{self, field_error, FieldError, Options};
-use crate::task::Status;
 use crate::time::Timestamp;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as QueryParams, State};
@@ -75,6 +70,8 @@ fn shared_options(headers: &HeaderMap) -> Result<Options, FieldError> {
         traceparent: header(headers, h::TRACEPARENT)?
             .map(submission::check_traceparent)
             .transpose()?,
+        replay_of: None,
+        triggered_by: None,
     })
 }
 
@@ -89,26 +86,6 @@ async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
         Some(_) => Ok(()),
         None => Err(ApiError::function_not_found(name)),
     }
-}
-
-fn submit_error(e: SubmitError) -> ApiError {
-    match e {
-        SubmitError::IdTaken(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "id_taken",
-            format!("task ID {id:?} is already taken"),
-        ),
-        SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
-        SubmitError::TooLarge { size, max } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("input of {size} bytes is over limits.max_payload = {max}"),
-        ),
-    }
-}
-
-fn accepted_json(a: &Accepted) -> Value {
-    json!({"task_id": a.task_id, "status": a.status, "duplicate": a.duplicate})
 }
 
 pub async fn submit(
@@ -145,13 +122,13 @@ pub async fn submit(
         true,
     )
     .await
-    .map_err(submit_error)?;
+    .map_err(ops::submit_error)?;
     let status = if a.duplicate {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(accepted_json(&a))))
+    Ok((status, Json(ops::accepted_json(&a))))
 }
 
 #[derive(Deserialize)]
@@ -244,8 +221,8 @@ pub async fn submit_batch(
                 )
                 .await
                 {
-                    Ok(a) => accepted_json(&a),
-                    Err(e) => submit_error(e).body(),
+                    Ok(a) => ops::accepted_json(&a),
+                    Err(e) => ops::submit_error(e).body(),
                 }
             }
         })
@@ -272,53 +249,9 @@ pub async fn get(
     Path(id): Path<String>,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    submission::check_id("id", &id)?;
-    let include_input = flag(&params, "include_input")?;
-    match ctx.tasks.get(&id).await? {
-        Some(v) if caller.may_see(&v.record.user) => Ok(Json(v.record.to_view(include_input))),
-        _ => Err(ApiError::task_not_found(&id)),
-    }
-}
-
-fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Query> {
-    const KNOWN: [&str; 7] = ["function", "status", "user", "since", "until", "limit", "cursor"];
-    if let Some(k) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("{k}: unknown parameter; expected one of {}", KNOWN.join(", ")),
-        ));
-    }
-    let bad = |k: &str, why: String| ApiError::bad_request("invalid_query", format!("{k}: {why}"));
-    let time = |k: &str| -> ApiResult<Option<Timestamp>> {
-        params
-            .get(k)
-            .map(|v| v.parse::<Timestamp>().map_err(|e| bad(k, e.to_string())))
-            .transpose()
-    };
-    let limit = match params.get("limit") {
-        None => 20,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => return Err(bad("limit", format!("{v:?} is not a number from 1 to 100"))),
-        },
-    };
-    let status = params
-        .get("status")
-        .map(|s| Status::parse(s).ok_or_else(|| bad("status", format!("{s:?} is not a task state"))))
-        .transpose()?;
-    let user = match (&caller.user, params.get("user")) {
-        (Some(own), _) => Some(own.clone()),
-        (None, u) => u.cloned(),
-    };
-    Ok(Query {
-        function: params.get("function").cloned(),
-        status,
-        user,
-        since: time("since")?,
-        until: time("until")?,
-        limit,
-        cursor: params.get("cursor").cloned(),
-    })
+    ops::task_get(&ctx, &caller, &id, flag(&params, "include_input")?)
+        .await
+        .map(Json)
 }
 
 pub async fn list(
@@ -326,54 +259,32 @@ pub async fn list(
     caller: Caller,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let q = parse_query(&params, &caller)?;
-    let (ids, next) = ctx
-        .index
-        .query(&q)
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("cursor: {e}")))?;
-    let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.get(id))).await;
-    let mut tasks = Vec::with_capacity(ids.len());
-    for r in records {
-        if let Some(v) = r? {
-            if caller.may_see(&v.record.user) {
-                tasks.push(v.record.to_view(false));
-            }
-        }
-    }
-    Ok(Json(json!({"tasks": tasks, "next_cursor": next})))
+    ops::task_list(&ctx, &caller, &params).await.map(Json)
 }
 
-/// Stops a task: queued ones at once, running ones through `Stopping` and the replica holding
-/// the attempt. A terminal task answers 409 with its state.
 pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    submission::check_id("id", &id)?;
-    loop {
-        let v = match ctx.tasks.get(&id).await? {
-            Some(v) if caller.may_see(&v.record.user) => v,
-            _ => return Err(ApiError::task_not_found(&id)),
-        };
-        let now = Timestamp::now();
-        let t = match machine::apply(&v.record, Event::Stop, now) {
-            Ok(t) => t,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!("task {id:?} is {} and cannot be stopped", v.record.status),
-                ));
-            }
-        };
-        match ctx.tasks.update(&t.record, v.revision).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        records::publish(&ctx.nats.client, &t.record, &t.effects).await;
-        if t.effects.contains(&Effect::AbortAttempt) && !ctx.control.cancel(&id) {
-            Control::broadcast_stop(&ctx.nats.client, &id)
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        }
-        return Ok(Json(t.record.to_view(false)));
-    }
+    ops::task_stop(&ctx, &caller, &id).await.map(Json)
+}
+
+pub async fn heartbeat(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    ops::task_heartbeat(&ctx, &caller, &id).await.map(Json)
+}
+
+pub async fn complete(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?;
+    ops::task_complete(&ctx, &caller, &id, &body).await.map(Json)
+}
+
+pub async fn replay(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    ops::task_replay(&ctx, &caller, &id).await.map(|(s, v)| (s, Json(v)))
 }

@@ -1,0 +1,380 @@
+//! The operations on tasks and functions that both APIs offer — HTTP (CONTRACT §4, §6, §8) and
+//! the NATS micro service (§7) — so that both answer with the same shapes and errors. Each takes
+//! the caller and plain JSON-ish arguments and returns JSON or an [`ApiError`].
+
+use crate::api::{ApiError, ApiResult};
+use crate::control::Signal;
+use crate::function::{self, Function};
+use crate::index::Query;
+use crate::intake::{self, Accepted, HttpSubmission, SubmitError};
+use crate::machine::{self, Effect, Event};
+use crate::records;
+use crate::service::Ctx;
+use crate::store::{StoreError, Versioned};
+use crate::submission::{self, Options};
+use crate::task::{valid_function_name, Encoded, ErrorType, Status, TaskError};
+use crate::time::Timestamp;
+use axum::http::StatusCode;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Who is calling: the token's user under auth (HTTP), else nobody in particular.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// `Some`: the caller sees, stops and lists only this user's tasks.
+    pub user: Option<String>,
+}
+
+impl Caller {
+    pub fn may_see(&self, owner: &str) -> bool {
+        self.user.as_deref().is_none_or(|u| u == owner)
+    }
+}
+
+fn conflict(id: &str, status: Status, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("task {id:?} is {status} and cannot {what}"),
+    )
+}
+
+/// Reads a task the caller may see.
+async fn visible(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Versioned> {
+    submission::check_id("id", id)?;
+    match ctx.tasks.get(id).await? {
+        Some(v) if caller.may_see(&v.record.user) => Ok(v),
+        _ => Err(ApiError::task_not_found(id)),
+    }
+}
+
+pub fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::IdTaken(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "id_taken",
+            format!("task ID {id:?} is already taken"),
+        ),
+        SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
+        SubmitError::TooLarge { size, max } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("input of {size} bytes is over limits.max_payload = {max}"),
+        ),
+    }
+}
+
+pub fn accepted_json(a: &Accepted) -> Value {
+    json!({"task_id": a.task_id, "status": a.status, "duplicate": a.duplicate})
+}
+
+pub async fn task_get(ctx: &Ctx, caller: &Caller, id: &str, include_input: bool) -> ApiResult<Value> {
+    Ok(visible(ctx, caller, id).await?.record.to_view(include_input))
+}
+
+fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Query> {
+    const KNOWN: [&str; 7] = ["function", "status", "user", "since", "until", "limit", "cursor"];
+    let bad = |k: &str, why: String| ApiError::bad_request("invalid_query", format!("{k}: {why}"));
+    if let Some(k) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(
+            k,
+            format!("unknown parameter; expected one of {}", KNOWN.join(", ")),
+        ));
+    }
+    let time = |k: &str| -> ApiResult<Option<Timestamp>> {
+        params
+            .get(k)
+            .map(|v| v.parse::<Timestamp>().map_err(|e| bad(k, e.to_string())))
+            .transpose()
+    };
+    let limit = match params.get("limit") {
+        None => 20,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err(bad("limit", format!("{v:?} is not a number from 1 to 100"))),
+        },
+    };
+    let status = params
+        .get("status")
+        .map(|s| Status::parse(s).ok_or_else(|| bad("status", format!("{s:?} is not a task state"))))
+        .transpose()?;
+    let user = match (&caller.user, params.get("user")) {
+        (Some(own), _) => Some(own.clone()),
+        (None, u) => u.cloned(),
+    };
+    Ok(Query {
+        function: params.get("function").cloned(),
+        status,
+        user,
+        since: time("since")?,
+        until: time("until")?,
+        limit,
+        cursor: params.get("cursor").cloned(),
+    })
+}
+
+/// Lists tasks newest first; `params` are the query parameters of CONTRACT §4, as strings.
+pub async fn task_list(ctx: &Ctx, caller: &Caller, params: &HashMap<String, String>) -> ApiResult<Value> {
+    let q = parse_query(params, caller)?;
+    let (ids, next) = ctx
+        .index
+        .query(&q)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("cursor: {e}")))?;
+    let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.get(id))).await;
+    let mut tasks = Vec::with_capacity(ids.len());
+    for r in records {
+        if let Some(v) = r? {
+            if caller.may_see(&v.record.user) {
+                tasks.push(v.record.to_view(false));
+            }
+        }
+    }
+    Ok(json!({"tasks": tasks, "next_cursor": next}))
+}
+
+/// Applies `events` to a task the caller may see, retrying on concurrent changes; `refuse`
+/// names the operation for the 409 of a task that cannot take them.
+async fn transition(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: &str,
+    refuse: &str,
+    events: impl Fn(&Versioned) -> Vec<Event>,
+) -> ApiResult<(Versioned, Vec<Effect>)> {
+    loop {
+        let v = visible(ctx, caller, id).await?;
+        let now = Timestamp::now();
+        let mut record = v.record.clone();
+        let mut effects = Vec::new();
+        for ev in events(&v) {
+            let t = machine::apply(&record, ev, now).map_err(|_| conflict(id, v.record.status, refuse))?;
+            record = t.record;
+            effects.extend(t.effects);
+        }
+        match ctx.tasks.update(&record, v.revision).await {
+            Ok(revision) => {
+                records::publish(&ctx.nats.client, &record, &effects).await;
+                return Ok((Versioned { record, revision }, effects));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Stops a task: queued ones at once; a running one through `Stopping` and the replica holding
+/// its attempt (a long task waiting for its completion is `Stopped` at once). A terminal task
+/// answers 409 with its state.
+pub async fn task_stop(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Value> {
+    let (v, effects) = transition(ctx, caller, id, "be stopped", |v| {
+        if v.record.status == Status::Running && v.record.async_attempt {
+            vec![Event::Stop, Event::Stop]
+        } else {
+            vec![Event::Stop]
+        }
+    })
+    .await?;
+    if effects.contains(&Effect::AbortAttempt) {
+        ctx.control
+            .signal(&ctx.nats.client, id, Signal::Stop)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    }
+    Ok(v.record.to_view(false))
+}
+
+/// A long task's heartbeat (CONTRACT §5): accepted while the attempt is `Running`.
+pub async fn task_heartbeat(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Value> {
+    loop {
+        let v = visible(ctx, caller, id).await?;
+        let r =
+            machine::heartbeat(&v.record, Timestamp::now()).map_err(|e| conflict(id, e.from, "take a heartbeat"))?;
+        match ctx.tasks.update(&r, v.revision).await {
+            Ok(_) => return Ok(json!({"id": id, "status": r.status, "heartbeat_at": r.heartbeat_at})),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn bytes_of(v: &Value, field: &str) -> ApiResult<Vec<u8>> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        other => serde_json::to_vec(other).map_err(|e| ApiError::bad_request("invalid_body", format!("{field}: {e}"))),
+    }
+}
+
+/// A long task's end, reported by its function: `{"status": "Succeeded"|"Failed", "result"?,
+/// "result_base64"?, "error"?}`. A reported failure is final: the function knows best.
+pub async fn task_complete(ctx: &Ctx, caller: &Caller, id: &str, body: &Value) -> ApiResult<Value> {
+    let bad = |m: String| ApiError::bad_request("invalid_body", m);
+    let obj = body.as_object().ok_or_else(|| bad("expected a JSON object".into()))?;
+    const KNOWN: [&str; 6] = ["id", "status", "result", "result_base64", "error", "user"];
+    if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "{k}: unknown key; expected status, result, result_base64, error"
+        )));
+    }
+    let result = match (obj.get("result"), obj.get("result_base64").and_then(Value::as_str)) {
+        (_, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|e| bad(format!("result_base64: not base64: {e}")))?,
+        (Some(r), None) => bytes_of(r, "result")?,
+        (None, None) => Vec::new(),
+    };
+    let event = match obj.get("status").and_then(Value::as_str) {
+        Some("Succeeded") => Event::Succeed {
+            result: Encoded::encode(&result, ctx.config.limits.max_result),
+            detail: "completed".into(),
+        },
+        Some("Failed") => {
+            let message = match obj.get("error") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Object(e)) => e.get("message").and_then(Value::as_str).unwrap_or("failed").to_string(),
+                _ => "the function reported a failure".to_string(),
+            };
+            Event::Fail {
+                error: TaskError::new(ErrorType::FunctionError, message),
+                retry_at: None,
+                detail: "completed".into(),
+            }
+        }
+        _ => return Err(bad("status: expected \"Succeeded\" or \"Failed\"".into())),
+    };
+    let (v, _) = transition(ctx, caller, id, "be completed", |_| vec![event.clone()]).await?;
+    let _ = ctx.control.signal(&ctx.nats.client, id, Signal::Wake).await;
+    Ok(v.record.to_view(false))
+}
+
+/// Runs a finished task again as a new task (CONTRACT §8.1).
+pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(StatusCode, Value)> {
+    let old = visible(ctx, caller, id).await?.record;
+    if !matches!(old.status, Status::Failed | Status::Expired | Status::Stopped) {
+        return Err(conflict(
+            id,
+            old.status,
+            "be replayed (only Failed, Expired and Stopped tasks can)",
+        ));
+    }
+    if ctx.function(&old.function).await.is_none() {
+        return Err(ApiError::function_not_found(&old.function));
+    }
+    let input = old.input_bytes();
+    let s = HttpSubmission {
+        function: old.function.clone(),
+        user: old.user.clone(),
+        id: None,
+        options: Options {
+            not_before: None,
+            callback: old.callback.clone(),
+            content_type: old.content_type.clone(),
+            traceparent: old.traceparent.clone(),
+            replay_of: Some(old.id.clone()),
+            triggered_by: None,
+        },
+        input: input.into(),
+    };
+    let a = intake::submit(ctx, s, caller.user.is_some(), true)
+        .await
+        .map_err(submit_error)?;
+    let mut answer = accepted_json(&a);
+    answer["replay_of"] = Value::String(old.id);
+    Ok((StatusCode::ACCEPTED, answer))
+}
+
+fn check_function_name(name: &str) -> ApiResult<()> {
+    if valid_function_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_function_name",
+            format!("{name:?} is not a function name ([A-Za-z0-9_-]{{1,64}})"),
+        ))
+    }
+}
+
+/// A new Standard Webhooks secret: `whsec_` and 24 random bytes in base64.
+pub fn new_signing_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Creates or replaces a function. The signing secret is generated when absent and shown once,
+/// in this answer.
+pub async fn fn_put(ctx: &Ctx, name: &str, partial: &Value) -> ApiResult<(StatusCode, Value)> {
+    check_function_name(name)?;
+    let mut spec = function::resolve(partial, &ctx.config.defaults, ctx.config.retention())
+        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    let existing = ctx.functions.get(name).await?;
+    let mut generated = None;
+    if spec.signing_secret.is_none() {
+        match existing.as_ref().and_then(|f| f.spec.signing_secret.clone()) {
+            Some(kept) => spec.signing_secret = Some(kept),
+            None => {
+                let s = new_signing_secret();
+                generated = Some(s.clone());
+                spec.signing_secret = Some(s);
+            }
+        }
+    }
+    let f = Function {
+        name: name.to_string(),
+        spec,
+    };
+    ctx.put_function(&f).await.map_err(ApiError::unavailable)?;
+    let mut answer = f.spec.public_json(name);
+    if let Some(s) = generated {
+        answer["signing_secret"] = Value::String(s);
+    }
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, answer))
+}
+
+/// A function with its live figures.
+pub async fn fn_get(ctx: &Ctx, name: &str) -> ApiResult<Value> {
+    check_function_name(name)?;
+    let f = ctx
+        .functions
+        .get(name)
+        .await?
+        .ok_or_else(|| ApiError::function_not_found(name))?;
+    let mut v = f.spec.public_json(name);
+    let (queued, in_flight) = match ctx
+        .nats
+        .submit
+        .consumer_info(crate::subjects::dispatch_consumer(name))
+        .await
+    {
+        Ok(info) => (info.num_pending, info.num_ack_pending as u64),
+        Err(_) => (0, 0),
+    };
+    let running = ctx.index.count(name, Status::Running) as u64;
+    v["queued"] = queued.into();
+    v["running"] = running.into();
+    // Delivered but not running: delayed or waiting for a retry.
+    v["delayed"] = in_flight.saturating_sub(running).into();
+    v["concurrency_limit"] = f.spec.concurrency.max.into();
+    Ok(v)
+}
+
+pub async fn fn_delete(ctx: &Ctx, name: &str) -> ApiResult<Value> {
+    check_function_name(name)?;
+    if ctx.functions.delete(name).await? {
+        ctx.registry.remove(name);
+        Ok(json!({"deleted": name}))
+    } else {
+        Err(ApiError::function_not_found(name))
+    }
+}
+
+pub async fn fn_list(ctx: &Ctx) -> ApiResult<Value> {
+    let all = ctx.functions.list().await?;
+    let functions: Vec<Value> = all.iter().map(|f| f.spec.public_json(&f.name)).collect();
+    Ok(json!({ "functions": functions }))
+}
