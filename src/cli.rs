@@ -329,9 +329,12 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             policy,
         }) => {
             let mut body = match policy {
-                Some(p) => serde_json::from_str::<Value>(&p).context("--policy is not a JSON object")?,
+                Some(p) => serde_json::from_str::<Value>(&p).context("--policy is not JSON")?,
                 None => serde_json::json!({}),
             };
+            if !body.is_object() {
+                bail!("--policy must be a JSON object, e.g. '{{\"backoff\": {{\"initial\": \"2s\"}}}}'");
+            }
             body["endpoint"] = endpoint.into();
             if let Some(t) = timeout {
                 body["timeout"] = t.into();
@@ -452,9 +455,22 @@ async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut delay = Duration::from_millis(20);
+    let since = std::time::Instant::now();
     loop {
-        let t = c.get(&format!("/v1/tasks/{id}")).await;
-        if let Ok(t) = t {
+        let t = match c.get(&format!("/v1/tasks/{id}")).await {
+            Ok(t) => Some(t),
+            // No record: the function runs with task mode off, and there is nothing to wait on.
+            Err(e) if e.to_string().contains("(HTTP 404)") && since.elapsed() < Duration::from_secs(5) => None,
+            Err(e) if e.to_string().contains("(HTTP 404)") => {
+                bail!(
+                    "task {id} has no record to wait on (is task_mode off for {}?)",
+                    a.function
+                )
+            }
+            Err(e) if e.to_string().contains("(HTTP 5") || e.to_string().contains("cannot reach") => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(t) = t {
             let status = s(&t["status"]);
             if matches!(
                 status.as_str(),

@@ -239,12 +239,26 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.http.listen.parse().map_err(|_| {
+        use std::net::ToSocketAddrs;
+        let bad = || {
             key_err(
                 "http.listen",
                 format!("{:?} is not an address like 127.0.0.1:8080", self.http.listen),
             )
-        })
+        };
+        if let Ok(a) = self.http.listen.parse() {
+            return Ok(a);
+        }
+        // host:port, e.g. localhost:8080
+        if !self.http.listen.contains(':') {
+            return Err(bad());
+        }
+        self.http
+            .listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(bad)
     }
 
     /// The static `[functions.NAME]` tables, resolved over `[defaults]`.
@@ -313,6 +327,9 @@ impl Config {
         if self.dispatch.ack_wait.0 < Duration::from_secs(1) || self.dispatch.ack_wait.0 > Duration::from_secs(300) {
             return Err(key_err("dispatch.ack_wait", "must be between 1s and 5m"));
         }
+        if self.dispatch.shutdown_grace.0 > Duration::from_secs(3600) {
+            return Err(key_err("dispatch.shutdown_grace", "must be at most 1h"));
+        }
         function::check_partial(&self.defaults).map_err(|e| key_err(format!("defaults.{}", e.key), e.reason))?;
         if self.defaults.get("endpoint").is_some() {
             return Err(key_err("defaults.endpoint", "each function names its own endpoint"));
@@ -344,6 +361,11 @@ pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, St
         if key.is_empty() {
             continue;
         }
+        let typed = matches!(*section, "defaults" | "functions")
+            || matches!(
+                (*section, key),
+                ("nats", "replicas") | ("limits", _) | ("auth", "tokens")
+            );
         let value = if *section == "auth" && key == "tokens" && !raw.trim_start().starts_with('{') {
             let mut t = toml::Table::new();
             for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
@@ -353,11 +375,15 @@ pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, St
                 t.insert(tok.trim().to_string(), toml::Value::String(user.trim().to_string()));
             }
             toml::Value::Table(t)
-        } else {
+        } else if typed {
+            // Numbers, booleans and inline tables where the key takes them.
             match format!("v = {raw}").parse::<toml::Table>() {
                 Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
                 Err(_) => toml::Value::String(raw.clone()),
             }
+        } else {
+            // A string key stays a string, even when it looks like a number (a password).
+            toml::Value::String(raw.clone())
         };
         let sect = table
             .entry(section.to_string())
@@ -428,12 +454,14 @@ mod tests {
                 "secret-token-1=alice,secret-token-2=bob".to_string(),
             ),
             ("JETASK_TOKEN".to_string(), "not config".to_string()),
+            ("JETASK_NATS_PASSWORD".to_string(), "123456".to_string()),
         ];
         apply_env(&mut t, vars.into_iter()).unwrap();
         let c = Config::from_table(t).unwrap();
         assert_eq!(c.http.listen, "127.0.0.1:9999");
         assert_eq!(c.limits.max_payload, 2048);
         assert_eq!(c.auth.tokens.get("secret-token-2").map(String::as_str), Some("bob"));
+        assert_eq!(c.nats.password.as_deref(), Some("123456"));
     }
 
     #[test]

@@ -198,7 +198,9 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
         } else {
             // Task mode off: the same lifecycle, kept in memory only; attempts from deliveries.
             let t = machine::create(parsed.task, parsed.invalid, accepted_at);
-            records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+            if delivered == 1 {
+                records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+            }
             let mut record = t.record;
             if record.status == Status::Enqueued && delivered > 1 {
                 record.status = Status::Retrying;

@@ -5,6 +5,10 @@ use crate::subjects;
 use crate::task::{Status, TaskRecord};
 
 pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Status) {
+    // A submission to a malformed subject names no function that could carry events.
+    if !crate::task::valid_function_name(&record.function) {
+        return;
+    }
     let mut view = record.to_view(false);
     // A batch of transitions is written at once; each event shows the state it announces.
     if status != record.status {

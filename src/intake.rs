@@ -92,9 +92,13 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         ctx.config.retention(),
         ctx.config.limits.max_payload,
     );
-    let invalid = parsed
-        .invalid
-        .or_else(|| spec.is_none().then(|| format!("no such function: {function:?}")));
+    let invalid = if crate::task::valid_function_name(&function) {
+        parsed
+            .invalid
+            .or_else(|| spec.is_none().then(|| format!("no such function: {function:?}")))
+    } else {
+        Some(format!("{}: {function:?} is not a function name", msg.subject))
+    };
     let t = machine::create(parsed.task, invalid, accepted_at);
     match ctx.tasks.create(&t.record).await {
         Ok(_) => records::publish(&ctx.nats.client, &t.record, &t.effects).await,

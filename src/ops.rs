@@ -305,6 +305,20 @@ pub fn new_signing_secret() -> String {
 /// in this answer.
 pub async fn fn_put(ctx: &Ctx, name: &str, partial: &Value) -> ApiResult<(StatusCode, Value)> {
     check_function_name(name)?;
+    // A GET answer can be sent back as is: its name and live figures are not policy.
+    let mut partial = partial.clone();
+    if let Some(obj) = partial.as_object_mut() {
+        if obj.get("name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(
+                "invalid_policy",
+                format!("name: {} differs from the path's {name:?}", obj["name"]),
+            ));
+        }
+        for k in ["name", "queued", "running", "delayed", "concurrency_limit"] {
+            obj.remove(k);
+        }
+    }
+    let partial = &partial;
     let mut spec = function::resolve(partial, &ctx.config.defaults, ctx.config.retention())
         .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
     let existing = ctx.functions.get(name).await?;

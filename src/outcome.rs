@@ -102,9 +102,12 @@ fn detail_of(e: &TaskError) -> String {
     }
 }
 
-/// Whether a task created at `created_at` has outlived `spec.max_event_age` at `now`.
+/// Whether a task has outlived `spec.max_event_age` at `now`. Age counts from when the task
+/// was due: its creation, or its `not_before` when delayed (a task delayed 3 days with a 1-day
+/// maximum age still runs).
 pub fn is_expired(record: &TaskRecord, spec: &FunctionSpec, now: Timestamp) -> bool {
-    now > record.created_at.plus(spec.max_event_age.0)
+    let due = record.not_before.unwrap_or(record.created_at).max(record.created_at);
+    now > due.plus(spec.max_event_age.0)
 }
 
 #[cfg(test)]
@@ -226,10 +229,13 @@ mod tests {
     }
 
     #[test]
-    fn age_is_counted_from_creation() {
+    fn age_is_counted_from_when_the_task_was_due() {
         let s = spec();
-        let r = running(0);
+        let mut r = running(0);
         assert!(!is_expired(&r, &s, Timestamp(86_400_000)));
         assert!(is_expired(&r, &s, Timestamp(86_400_001)));
+        r.not_before = Some(Timestamp(3 * 86_400_000));
+        assert!(!is_expired(&r, &s, Timestamp(4 * 86_400_000)));
+        assert!(is_expired(&r, &s, Timestamp(4 * 86_400_000 + 1)));
     }
 }

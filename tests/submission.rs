@@ -233,6 +233,18 @@ async fn a_batch_answers_one_result_per_item_in_order() {
     assert_eq!(app.wait_status("b-2", "Succeeded", T).await["result"], "{\"n\":2}");
     assert_eq!(app.wait_status("b-3", "Succeeded", T).await["result_base64"], "/wA=");
     assert_eq!(app.wait_status("b-1", "Succeeded", T).await["result"], "text");
+    let content_type = |id: &str| {
+        rx.calls()
+            .into_iter()
+            .find(|c| c.task_id() == id)
+            .unwrap()
+            .header("content-type")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(content_type("b-1"), "text/plain; charset=utf-8");
+    assert_eq!(content_type("b-2"), "application/json");
+    assert_eq!(content_type("b-3"), "application/octet-stream");
     app.stop().await;
 }
 

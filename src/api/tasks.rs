@@ -139,6 +139,7 @@ struct BatchItem {
     input_base64: Option<String>,
     delay: Option<String>,
     not_before: Option<String>,
+    content_type: Option<String>,
 }
 
 fn batch_item(
@@ -151,17 +152,25 @@ fn batch_item(
     if let Some(id) = &item.id {
         submission::check_id("id", id)?;
     }
-    let input = match (item.input, item.input_base64) {
+    // The request's own Content-Type describes the array; each task's follows its input.
+    let (input, content_type) = match (item.input, item.input_base64) {
         (Some(_), Some(_)) => return Err(field_error("input", "give either input or input_base64, not both")),
-        (Some(Value::String(s)), None) => Bytes::from(s),
-        (Some(v), None) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .map(Bytes::from)
-            .map_err(|e| field_error("input_base64", format!("not base64: {e}")))?,
-        (None, None) => Bytes::new(),
+        (Some(Value::String(s)), None) => (Bytes::from(s), "text/plain; charset=utf-8"),
+        (Some(v), None) => (
+            Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            "application/json",
+        ),
+        (None, Some(b)) => (
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map(Bytes::from)
+                .map_err(|e| field_error("input_base64", format!("not base64: {e}")))?,
+            "application/octet-stream",
+        ),
+        (None, None) => (Bytes::new(), "application/octet-stream"),
     };
     let mut options = shared.clone();
+    options.content_type = Some(item.content_type.unwrap_or_else(|| content_type.to_string()));
     options.not_before = submission::not_before(
         item.delay.as_deref().map(|d| ("delay", d)),
         item.not_before.as_deref().map(|t| ("not_before", t)),
