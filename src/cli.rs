@@ -37,6 +37,9 @@ pub enum Command {
     /// Manage functions.
     #[command(subcommand)]
     Fn(FnCommand),
+    /// Manage recurring schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Measure end-to-end throughput and latency against a local no-op function.
     Bench {
         /// Number of tasks.
@@ -94,6 +97,44 @@ pub enum TaskCommand {
     },
     Stop {
         id: String,
+    },
+    /// Run a Failed, Expired or Stopped task again as a new task.
+    Replay {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Create or replace a schedule: a function fired by `--cron` or `--every`.
+    Put {
+        name: String,
+        #[arg(long)]
+        function: String,
+        /// Cron expression (5 fields, or 6 with seconds), e.g. "0 9 * * MON-FRI".
+        #[arg(long, conflicts_with = "every")]
+        cron: Option<String>,
+        /// Interval, e.g. 30s or 1h.
+        #[arg(long)]
+        every: Option<String>,
+        /// IANA time zone of the cron expression, e.g. Europe/Paris.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Input of each firing: JSON, or a plain string.
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long)]
+        disabled: bool,
+        /// After downtime, skip missed firings instead of running the latest once.
+        #[arg(long)]
+        no_catch_up: bool,
+    },
+    Get {
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
     },
 }
 
@@ -313,6 +354,18 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             let v = c.get(&format!("/v1/tasks?{}", q.join("&"))).await?;
             print(json, &v, list_text);
         }
+        Command::Task(TaskCommand::Replay { id }) => {
+            let (_, v) = c.send(c.http.post(format!("{}/v1/tasks/{id}/replay", c.base))).await?;
+            print(json, &v, |v| {
+                format!(
+                    "task {} {} (replay of {})",
+                    s(&v["task_id"]),
+                    s(&v["status"]),
+                    s(&v["replay_of"])
+                )
+            });
+        }
+        Command::Schedule(cmd) => schedule(&c, cmd, json).await?,
         Command::Task(TaskCommand::Stop { id }) => {
             let (_, v) = c.send(c.http.post(format!("{}/v1/tasks/{id}/stop", c.base))).await?;
             print(json, &v, |v| format!("task {} is {}", s(&v["id"]), s(&v["status"])));
@@ -402,6 +455,73 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
         Command::Serve | Command::Dev => unreachable!("handled by main"),
     }
     Ok(0)
+}
+
+fn schedule_text(v: &Value) -> String {
+    let when = if v["cron"].is_null() {
+        format!("every {}", s(&v["every"]))
+    } else {
+        format!("cron {:?} {}", s(&v["cron"]), s(&v["time_zone"]))
+    };
+    format!(
+        "schedule {}  function {}  {when}\n  enabled: {}  catch_up: {}\n  next: {}  last: {}",
+        s(&v["name"]),
+        s(&v["function"]),
+        s(&v["enabled"]),
+        s(&v["catch_up"]),
+        s(&v["next_fire_at"]),
+        s(&v["last_fired_at"])
+    )
+}
+
+async fn schedule(c: &Client, cmd: ScheduleCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        ScheduleCommand::Put {
+            name,
+            function,
+            cron,
+            every,
+            time_zone,
+            input,
+            disabled,
+            no_catch_up,
+        } => {
+            let input = input.map(|i| serde_json::from_str::<Value>(&i).unwrap_or(Value::String(i)));
+            let body = serde_json::json!({
+                "function": function, "cron": cron, "every": every, "time_zone": time_zone,
+                "input": input, "enabled": !disabled, "catch_up": !no_catch_up,
+            });
+            let (_, v) = c
+                .send(c.http.put(format!("{}/v1/schedules/{name}", c.base)).json(&body))
+                .await?;
+            print(json, &v, schedule_text);
+        }
+        ScheduleCommand::Get { name } => {
+            let v = c.get(&format!("/v1/schedules/{name}")).await?;
+            print(json, &v, schedule_text);
+        }
+        ScheduleCommand::List => {
+            let v = c.get("/v1/schedules").await?;
+            print(json, &v, |v| {
+                v["schedules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(schedule_text)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        ScheduleCommand::Delete { name } => {
+            c.send(c.http.delete(format!("{}/v1/schedules/{name}", c.base))).await?;
+            if json {
+                println!("{}", serde_json::json!({"deleted": name}));
+            } else {
+                println!("schedule {name} deleted");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn urlencode(s: &str) -> String {

@@ -10,12 +10,14 @@
 //! - [`task`]: the task record, states, IDs; [`machine`]: the lifecycle state machine;
 //! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
 //! - [`submission`]: reading a submission's headers; [`function`]: function policies;
+//! - [`schedule`]: recurring schedules, which moment is due;
 //! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
 //!
 //! The shell around it:
 //! - [`setup`]: connect, create streams, consumers and buckets;
 //! - [`store`]: records and functions in KV; [`records`]: apply + write + publish events;
 //! - [`registry`]: every replica's view of functions; [`index`]: the list index;
+//! - [`scheduler`]: fires schedules on every replica, once per moment;
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
 //! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
 //! - [`ops`]: task and function operations shared by both APIs; [`api`]: the HTTP API; [`nats_api`]: the NATS micro service; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
@@ -42,6 +44,8 @@ pub mod outcome;
 pub mod records;
 pub mod registry;
 pub mod retry;
+pub mod schedule;
+pub mod scheduler;
 pub mod service;
 pub mod setup;
 pub mod store;

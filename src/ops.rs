@@ -392,3 +392,117 @@ pub async fn fn_list(ctx: &Ctx) -> ApiResult<Value> {
     let functions: Vec<Value> = all.iter().map(|f| f.spec.public_json(&f.name)).collect();
     Ok(json!({ "functions": functions }))
 }
+
+async fn schedule_view(ctx: &Ctx, s: &crate::schedule::Schedule) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    let last = ctx
+        .nats
+        .fires
+        .entry(&s.name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|e| std::str::from_utf8(&e.value).ok().and_then(|v| v.parse::<i64>().ok()))
+        .map(Timestamp);
+    v["next_fire_at"] = json!(s.next_after(Timestamp::now()).filter(|_| s.enabled));
+    v["last_fired_at"] = json!(last);
+    v
+}
+
+fn schedule_not_found(name: &str) -> ApiError {
+    ApiError::not_found("schedule_not_found", format!("no schedule {name:?}"))
+}
+
+async fn stored_schedule(ctx: &Ctx, name: &str) -> ApiResult<Option<crate::schedule::Schedule>> {
+    match ctx
+        .nats
+        .schedules
+        .entry(name)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+    {
+        Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => serde_json::from_slice(&e.value)
+            .map(Some)
+            .map_err(|e| ApiError::unavailable(format!("unreadable schedule: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// Creates or replaces a recurring schedule.
+pub async fn schedule_put(ctx: &Ctx, name: &str, body: &Value) -> ApiResult<(StatusCode, Value)> {
+    let existing = if valid_function_name(name) {
+        stored_schedule(ctx, name).await?
+    } else {
+        None
+    };
+    let created_at = existing.as_ref().map(|s| s.created_at).unwrap_or_else(Timestamp::now);
+    let mut body = body.clone();
+    if let Some(o) = body.as_object_mut() {
+        for k in ["next_fire_at", "last_fired_at", "created_at"] {
+            o.remove(k);
+        }
+    }
+    let s = crate::schedule::Schedule::resolve(name, &body, created_at)
+        .map_err(|e| ApiError::bad_request("invalid_schedule", e.to_string()))?;
+    if ctx.function(&s.function).await.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_schedule",
+            format!("function: no function {:?}", s.function),
+        ));
+    }
+    let bytes = serde_json::to_vec(&s).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    ctx.nats
+        .schedules
+        .put(name, bytes.into())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    ctx.schedules.upsert(s.clone());
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, schedule_view(ctx, &s).await))
+}
+
+pub async fn schedule_get(ctx: &Ctx, name: &str) -> ApiResult<Value> {
+    match stored_schedule(ctx, name).await? {
+        Some(s) => Ok(schedule_view(ctx, &s).await),
+        None => Err(schedule_not_found(name)),
+    }
+}
+
+pub async fn schedule_delete(ctx: &Ctx, name: &str) -> ApiResult<Value> {
+    if stored_schedule(ctx, name).await?.is_none() {
+        return Err(schedule_not_found(name));
+    }
+    ctx.nats
+        .schedules
+        .delete(name)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let _ = ctx.nats.fires.delete(name).await;
+    ctx.schedules.remove(name);
+    Ok(json!({"deleted": name}))
+}
+
+pub async fn schedule_list(ctx: &Ctx) -> ApiResult<Value> {
+    let mut keys = ctx
+        .nats
+        .schedules
+        .keys()
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let mut names = Vec::new();
+    while let Some(k) = futures::StreamExt::next(&mut keys).await {
+        names.push(k.map_err(|e| ApiError::unavailable(e.to_string()))?);
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        if let Some(s) = stored_schedule(ctx, &n).await? {
+            out.push(schedule_view(ctx, &s).await);
+        }
+    }
+    Ok(json!({ "schedules": out }))
+}

@@ -27,6 +27,7 @@ pub struct Ctx {
     pub registry: Arc<Registry>,
     pub index: Arc<Index>,
     pub control: Arc<Control>,
+    pub schedules: Arc<crate::scheduler::Schedules>,
     pub http: reqwest::Client,
 }
 
@@ -94,6 +95,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         registry: Arc::new(Registry::default()),
         index: Arc::new(Index::default()),
         control: Arc::new(Control::default()),
+        schedules: Arc::new(crate::scheduler::Schedules::default()),
         http: crate::invoke::http_client(),
         config: config.clone(),
         nats,
@@ -144,6 +146,12 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
     background.spawn(crate::nats_api::run(ctx.clone(), api_ready, shutdown.clone()));
     let _ = ready.await;
     background.spawn(intake::run(ctx.clone(), shutdown.clone()));
+    background.spawn(
+        ctx.schedules
+            .clone()
+            .follow(ctx.nats.schedules.clone(), shutdown.clone()),
+    );
+    background.spawn(crate::scheduler::run(ctx.clone(), shutdown.clone()));
     background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
     let http_stop = CancellationToken::new();
     let router = api::router(ctx.clone());

@@ -28,6 +28,8 @@ pub struct Nats {
     pub js: jetstream::Context,
     pub tasks: kv::Store,
     pub functions: kv::Store,
+    pub schedules: kv::Store,
+    pub fires: kv::Store,
     pub submit: stream::Stream,
 }
 
@@ -157,11 +159,34 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         .await
         .map_err(|e| js_err(format!("bucket {}", subjects::FUNCTIONS_BUCKET))(e.to_string()))?;
 
+    let mut small = Vec::new();
+    for (bucket, description) in [
+        (subjects::SCHEDULES_BUCKET, "jetask recurring schedules"),
+        (subjects::FIRES_BUCKET, "jetask schedules: last handled firing"),
+    ] {
+        let store = js
+            .create_or_update_key_value(kv::Config {
+                bucket: bucket.into(),
+                description: description.into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err(format!("bucket {bucket}"))(e.to_string()))?;
+        small.push(store);
+    }
+    let fires = small.pop().ok_or_else(|| js_err("buckets")("missing".into()))?;
+    let schedules = small.pop().ok_or_else(|| js_err("buckets")("missing".into()))?;
+
     Ok(Nats {
         client,
         js,
         tasks,
         functions,
+        schedules,
+        fires,
         submit,
     })
 }

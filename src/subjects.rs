@@ -10,6 +10,10 @@ pub const INTAKE_CONSUMER: &str = "intake";
 pub const TASKS_BUCKET: &str = "JETASK_TASKS";
 /// Bucket of function specs, keyed by function name.
 pub const FUNCTIONS_BUCKET: &str = "JETASK_FUNCTIONS";
+/// Bucket of recurring schedules, keyed by schedule name.
+pub const SCHEDULES_BUCKET: &str = "JETASK_SCHEDULES";
+/// Bucket of each schedule's last handled moment (milliseconds since the epoch).
+pub const FIRES_BUCKET: &str = "JETASK_SCHEDULE_FIRES";
 /// Core-NATS subject on which stop requests reach the replica holding an attempt.
 pub const CONTROL_STOP: &str = "jetask.control.stop";
 /// Core-NATS subject telling the replica holding a long attempt that its record changed

@@ -3,6 +3,7 @@
 
 mod error;
 mod functions;
+mod schedules;
 mod tasks;
 
 pub use crate::ops::Caller;
@@ -65,6 +66,11 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/v1/functions/{name}/tasks", post(tasks::submit))
         .route("/v1/functions/{name}/tasks:batch", post(tasks::submit_batch))
+        .route("/v1/schedules", get(schedules::list))
+        .route(
+            "/v1/schedules/{name}",
+            get(schedules::get).put(schedules::put).delete(schedules::delete),
+        )
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/stop", post(tasks::stop))
