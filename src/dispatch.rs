@@ -137,6 +137,15 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
             };
             match next {
                 Some(Ok(msg)) => {
+                    // A task not yet due waits in JetStream, holding no slot and costing no read.
+                    if let Some(wait) = not_yet_due(&ctx, &msg) {
+                        tokio::spawn(async move {
+                            if let Err(e) = msg.ack_with(AckKind::Nak(Some(wait))).await {
+                                tracing::warn!(error = %e, "cannot park a delayed task; it comes back after the ack wait");
+                            }
+                        });
+                        continue;
+                    }
                     let Some(permit) = permits.split(1) else { break };
                     let ctx = ctx.clone();
                     let name = name.clone();
@@ -153,6 +162,27 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
             }
         }
     }
+}
+
+/// How long until a submission's `Jetask-Delay` / `Jetask-Not-Before` comes due, read from its
+/// headers alone; `None` when it is due (or its headers are for the record to judge).
+fn not_yet_due(ctx: &Ctx, msg: &jetstream::Message) -> Option<Duration> {
+    let headers = msg.headers.as_ref()?;
+    let delay = headers.get(crate::subjects::headers::DELAY).map(|v| v.as_str());
+    let at = headers.get(crate::subjects::headers::NOT_BEFORE).map(|v| v.as_str());
+    if delay.is_none() && at.is_none() {
+        return None;
+    }
+    let published = Timestamp(msg.info().ok()?.published.timestamp_millis());
+    let due = submission::not_before(
+        delay.map(|d| (crate::subjects::headers::DELAY, d)),
+        at.map(|t| (crate::subjects::headers::NOT_BEFORE, t)),
+        published,
+        ctx.config.retention(),
+    )
+    .ok()??;
+    let wait = Timestamp::now().until(due);
+    (wait > Duration::from_millis(2)).then_some(wait)
 }
 
 /// What to tell JetStream about a submission.

@@ -1,45 +1,19 @@
 //! The list index: which tasks exist, newest first, with the fields lists filter on. Each replica
-//! follows the `JETASK_TASKS` bucket with a headers-only consumer (record writes carry their
-//! function, status, user and creation time as headers), so it never parses record bodies.
+//! keeps its own in an SQLite file in a temp dir (memory stays bounded however many tasks there
+//! are), fed by a headers-only consumer of the `JETASK_TASKS` bucket: record writes carry their
+//! function, status, user and creation time as headers, so no record body is parsed. The index
+//! is rebuilt from the bucket at every start; it is a view, never the truth.
 
 use crate::subjects::{self, headers as h};
 use crate::task::Status;
 use crate::time::Timestamp;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Clone, Debug, PartialEq)]
-struct Entry {
-    function: Arc<str>,
-    user: Arc<str>,
-    status: Status,
-    updated: i64,
-}
-
-/// Position in the newest-first order: creation time, then ID.
-type Key = (i64, Arc<str>);
-
-#[derive(Default)]
-struct Inner {
-    by_time: BTreeMap<Key, Entry>,
-    created: HashMap<Arc<str>, i64>,
-    names: HashMap<String, Arc<str>>,
-}
-
-impl Inner {
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.names.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.names.insert(s.to_string(), a.clone());
-        a
-    }
-}
 
 /// A list query (CONTRACT §4 queries).
 #[derive(Clone, Debug, Default)]
@@ -53,72 +27,156 @@ pub struct Query {
     pub cursor: Option<String>,
 }
 
-#[derive(Default)]
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("invalid cursor {0:?}: pass next_cursor from the previous page unchanged")]
+    Cursor(String),
+    #[error("task index: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("task index: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One change the follower applies.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Upsert {
+        id: String,
+        function: String,
+        user: String,
+        status: Status,
+        created: i64,
+        updated: i64,
+    },
+    Remove {
+        id: String,
+    },
+}
+
 pub struct Index {
-    inner: RwLock<Inner>,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
     ready: tokio::sync::Notify,
-    is_ready: std::sync::atomic::AtomicBool,
+    is_ready: AtomicBool,
+    _dir: tempfile::TempDir,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    user TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX by_created ON tasks (created, id);
+CREATE INDEX by_function ON tasks (function, created, id);
+CREATE INDEX by_function_status ON tasks (function, status, created, id);
+CREATE INDEX by_status ON tasks (status, created, id);
+CREATE INDEX by_user ON tasks (user, created, id);
+CREATE INDEX by_updated ON tasks (updated);
+";
+
+fn connect(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    // A view rebuilt at every start: durability is not wanted, speed and bounded memory are.
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA cache_size = -8000; PRAGMA temp_store = FILE;",
+    )?;
+    Ok(c)
 }
 
 /// Encodes a position as an opaque, URL-safe cursor.
-fn cursor_of(key: &Key) -> String {
-    format!("{}_{}", key.0, key.1)
+fn cursor_of(created: i64, id: &str) -> String {
+    format!("{created}_{id}")
 }
 
-fn parse_cursor(c: &str) -> Option<Key> {
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (ms, id) = c.split_once('_')?;
-    Some((ms.parse().ok()?, Arc::from(id)))
+    Some((ms.parse().ok()?, id.to_string()))
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid cursor {0:?}: pass next_cursor from the previous page unchanged")]
-pub struct CursorError(pub String);
 
 impl Index {
-    /// Records that task `id` now has these fields.
-    pub fn upsert(&self, id: &str, function: &str, user: &str, status: Status, created: i64, updated: i64) {
-        let Ok(mut g) = self.inner.write() else { return };
-        let id: Arc<str> = Arc::from(id);
-        let entry = Entry {
-            function: g.intern(function),
-            user: g.intern(user),
-            status,
-            updated,
-        };
-        if let Some(old) = g.created.insert(id.clone(), created) {
-            if old != created {
-                g.by_time.remove(&(old, id.clone()));
-            }
-        }
-        g.by_time.insert((created, id), entry);
+    /// A fresh, empty index in its own temp dir.
+    pub fn open_temp() -> Result<Index, IndexError> {
+        let dir = tempfile::Builder::new().prefix("jetask-index-").tempdir()?;
+        let path = dir.path().join("tasks.sqlite");
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = connect(&path)?;
+        Ok(Index {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            ready: tokio::sync::Notify::new(),
+            is_ready: AtomicBool::new(false),
+            _dir: dir,
+        })
     }
 
-    pub fn remove(&self, id: &str) {
-        let Ok(mut g) = self.inner.write() else { return };
-        if let Some(c) = g.created.remove(id) {
-            g.by_time.remove(&(c, Arc::from(id)));
+    /// Applies changes in one transaction.
+    pub fn apply_all(&self, changes: &[Change]) -> Result<(), IndexError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| std::io::Error::other("index lock poisoned"))?;
+        let tx = w.transaction()?;
+        {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO tasks (id, function, user, status, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET function = excluded.function, user = excluded.user,
+                 status = excluded.status, created = excluded.created, updated = excluded.updated",
+            )?;
+            let mut rm = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
+            for c in changes {
+                match c {
+                    Change::Upsert {
+                        id,
+                        function,
+                        user,
+                        status,
+                        created,
+                        updated,
+                    } => {
+                        up.execute(params![id, function, user, status.as_str(), created, updated])?;
+                    }
+                    Change::Remove { id } => {
+                        rm.execute(params![id])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records that task `id` now has these fields.
+    pub fn upsert(&self, id: &str, function: &str, user: &str, status: Status, created: i64, updated: i64) {
+        let change = Change::Upsert {
+            id: id.into(),
+            function: function.into(),
+            user: user.into(),
+            status,
+            created,
+            updated,
+        };
+        if let Err(e) = self.apply_all(&[change]) {
+            tracing::warn!(error = %e, "cannot update the task index");
         }
     }
 
     /// Drops entries whose record has expired from the bucket (unchanged for `retention`).
-    pub fn prune(&self, now: Timestamp, retention: Duration) -> usize {
+    pub fn prune(&self, now: Timestamp, retention: Duration) -> Result<usize, IndexError> {
         let cutoff = now.millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let Ok(mut g) = self.inner.write() else { return 0 };
-        let old: Vec<Key> = g
-            .by_time
-            .iter()
-            .filter(|(_, e)| e.updated < cutoff)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &old {
-            g.by_time.remove(k);
-            g.created.remove(&k.1);
-        }
-        old.len()
+        let w = self
+            .writer
+            .lock()
+            .map_err(|_| std::io::Error::other("index lock poisoned"))?;
+        Ok(w.execute("DELETE FROM tasks WHERE updated < ?1", params![cutoff])?)
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().map(|g| g.created.len()).unwrap_or(0)
+        self.scalar("SELECT COUNT(*) FROM tasks", &[])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,57 +185,75 @@ impl Index {
 
     /// How many tasks of `function` are in `status`.
     pub fn count(&self, function: &str, status: Status) -> usize {
-        self.inner
-            .read()
-            .map(|g| {
-                g.by_time
-                    .values()
-                    .filter(|e| e.status == status && &*e.function == function)
-                    .count()
-            })
-            .unwrap_or(0)
+        self.scalar(
+            "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND status = ?2",
+            &[&function, &status.as_str()],
+        )
+    }
+
+    fn scalar(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> usize {
+        let Ok(r) = self.reader.lock() else { return 0 };
+        r.query_row(sql, args, |row| row.get::<_, i64>(0))
+            .optional()
+            .ok()
+            .flatten()
+            .unwrap_or(0) as usize
     }
 
     /// IDs matching `q`, newest first, and the cursor of the next page.
-    pub fn query(&self, q: &Query) -> Result<(Vec<String>, Option<String>), CursorError> {
+    pub fn query(&self, q: &Query) -> Result<(Vec<String>, Option<String>), IndexError> {
         let start = match &q.cursor {
-            Some(c) => Some(parse_cursor(c).ok_or_else(|| CursorError(c.clone()))?),
+            Some(c) => Some(parse_cursor(c).ok_or_else(|| IndexError::Cursor(c.clone()))?),
             None => None,
         };
-        let Ok(g) = self.inner.read() else {
-            return Ok((vec![], None));
+        let mut sql = String::from("SELECT id, created FROM tasks WHERE 1 = 1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
         };
-        let upper = match (&start, q.until) {
-            (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
-            (None, Some(u)) => std::ops::Bound::Included((u.millis(), Arc::from("\u{10ffff}"))),
-            (None, None) => std::ops::Bound::Unbounded,
-        };
-        let lower = match q.since {
-            Some(s) => std::ops::Bound::Included((s.millis(), Arc::from(""))),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut out = Vec::with_capacity(q.limit);
-        let mut next = None;
-        for (key, e) in g.by_time.range((lower, upper)).rev() {
-            if q.until.is_some_and(|u| key.0 > u.millis())
-                || q.status.is_some_and(|s| e.status != s)
-                || q.function.as_deref().is_some_and(|f| &*e.function != f)
-                || q.user.as_deref().is_some_and(|u| &*e.user != u)
-            {
-                continue;
-            }
-            if out.len() == q.limit {
-                next = out.last().map(|k: &Key| cursor_of(k));
-                break;
-            }
-            out.push(key.clone());
+        if let Some(f) = &q.function {
+            arg(&mut sql, " AND function = ?", Box::new(f.clone()));
         }
-        Ok((out.into_iter().map(|k| k.1.to_string()).collect(), next))
+        if let Some(s) = q.status {
+            arg(&mut sql, " AND status = ?", Box::new(s.as_str()));
+        }
+        if let Some(u) = &q.user {
+            arg(&mut sql, " AND user = ?", Box::new(u.clone()));
+        }
+        if let Some(s) = q.since {
+            arg(&mut sql, " AND created >= ?", Box::new(s.millis()));
+        }
+        if let Some(u) = q.until {
+            arg(&mut sql, " AND created <= ?", Box::new(u.millis()));
+        }
+        if let Some((created, id)) = start {
+            arg(&mut sql, " AND (created < ?", Box::new(created));
+            arg(&mut sql, " OR (created = ?", Box::new(created));
+            arg(&mut sql, " AND id < ?))", Box::new(id));
+        }
+        sql.push_str(&format!(" ORDER BY created DESC, id DESC LIMIT {}", q.limit + 1));
+        let r = self
+            .reader
+            .lock()
+            .map_err(|_| std::io::Error::other("index lock poisoned"))?;
+        let mut stmt = r.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut page: Vec<(String, i64)> = rows.collect::<Result<_, _>>()?;
+        let next = if page.len() > q.limit {
+            page.truncate(q.limit);
+            page.last().map(|(id, created)| cursor_of(*created, id))
+        } else {
+            None
+        };
+        Ok((page.into_iter().map(|(id, _)| id).collect(), next))
     }
 
     /// Whether the first replay of the bucket has been applied.
     pub fn ready(&self) -> bool {
-        self.is_ready.load(std::sync::atomic::Ordering::Acquire)
+        self.is_ready.load(Ordering::Acquire)
     }
 
     pub async fn wait_ready(&self) {
@@ -191,7 +267,7 @@ impl Index {
     }
 
     fn mark_ready(&self) {
-        self.is_ready.store(true, std::sync::atomic::Ordering::Release);
+        self.is_ready.store(true, Ordering::Release);
         self.ready.notify_waiters();
     }
 
@@ -217,7 +293,7 @@ impl Index {
                 Ok::<_, String>((msgs, empty))
             }
             .await;
-            let (mut msgs, empty) = match consumer {
+            let (msgs, empty) = match consumer {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot follow task records; retrying");
@@ -230,61 +306,72 @@ impl Index {
             if empty {
                 self.mark_ready();
             }
+            let mut chunks = msgs.ready_chunks(1024);
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    m = msgs.next() => m,
+                    m = chunks.next() => m,
                 };
-                let msg = match next {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "task record follower failed; resubscribing");
-                        break;
+                let Some(batch) = next else { break };
+                let mut changes = Vec::with_capacity(batch.len());
+                let mut caught_up = false;
+                let mut failed = false;
+                for m in batch {
+                    match m {
+                        Ok(msg) => {
+                            caught_up |= msg.info().is_ok_and(|i| i.pending == 0);
+                            changes.extend(change_of(&msg, &prefix));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "task record follower failed; resubscribing");
+                            failed = true;
+                        }
                     }
-                    None => break,
-                };
-                self.apply(&msg, &prefix);
-                if let Ok(info) = msg.info() {
-                    if info.pending == 0 && !self.ready() {
-                        self.mark_ready();
-                    }
+                }
+                let index = self.clone();
+                let applied = tokio::task::spawn_blocking(move || index.apply_all(&changes)).await;
+                if let Ok(Err(e)) | Err(e) = applied.map_err(|e| IndexError::Io(std::io::Error::other(e))) {
+                    tracing::warn!(error = %e, "cannot update the task index");
+                }
+                if caught_up && !self.ready() {
+                    self.mark_ready();
                 }
                 let now = Timestamp::now();
                 if now.since(pruned_at) > 60_000 {
                     pruned_at = now;
-                    self.prune(now, retention);
+                    let index = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || index.prune(now, retention)).await;
+                }
+                if failed {
+                    break;
                 }
             }
         }
     }
+}
 
-    fn apply(&self, msg: &jetstream::Message, prefix: &str) {
-        let Some(id) = msg.subject.as_str().strip_prefix(prefix) else {
-            return;
-        };
-        let headers = msg.headers.as_ref();
-        let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
-        if matches!(get("KV-Operation").as_deref(), Some("DEL") | Some("PURGE")) {
-            self.remove(id);
-            return;
-        }
-        let (Some(function), Some(status), Some(user), Some(created)) = (
-            get(h::INDEX_FUNCTION),
-            get(h::INDEX_STATUS),
-            get(h::INDEX_USER),
-            get(h::INDEX_CREATED),
-        ) else {
-            return;
-        };
-        let (Some(status), Ok(created)) = (Status::parse(&status), created.parse::<i64>()) else {
-            return;
-        };
-        let updated = msg
-            .info()
-            .map(|i| i.published.timestamp_millis())
-            .unwrap_or_else(|_| Timestamp::now().millis());
-        self.upsert(id, &function, &user, status, created, updated);
+/// The change a record write (headers only) means for the index.
+fn change_of(msg: &jetstream::Message, prefix: &str) -> Option<Change> {
+    let id = msg.subject.as_str().strip_prefix(prefix)?.to_string();
+    let headers = msg.headers.as_ref();
+    let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
+    if matches!(get("KV-Operation").as_deref(), Some("DEL") | Some("PURGE")) {
+        return Some(Change::Remove { id });
     }
+    let status = Status::parse(&get(h::INDEX_STATUS)?)?;
+    let created = get(h::INDEX_CREATED)?.parse::<i64>().ok()?;
+    let updated = msg
+        .info()
+        .map(|i| i.published.timestamp_millis())
+        .unwrap_or_else(|_| Timestamp::now().millis());
+    Some(Change::Upsert {
+        id,
+        function: get(h::INDEX_FUNCTION)?,
+        user: get(h::INDEX_USER)?,
+        status,
+        created,
+        updated,
+    })
 }
 
 #[cfg(test)]
@@ -299,7 +386,7 @@ mod tests {
     }
 
     fn index() -> Index {
-        let i = Index::default();
+        let i = Index::open_temp().unwrap();
         for n in 0..10i64 {
             let status = if n % 2 == 0 { Status::Succeeded } else { Status::Failed };
             let f = if n < 5 { "a" } else { "b" };
@@ -318,6 +405,17 @@ mod tests {
         let (page, next) = i.query(&Query { cursor: next, ..q(4) }).unwrap();
         assert_eq!(page, vec!["t1", "t0"]);
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn ties_on_creation_time_page_by_id() {
+        let i = Index::open_temp().unwrap();
+        for id in ["a", "b", "c"] {
+            i.upsert(id, "f", "u", Status::Enqueued, 5, 5);
+        }
+        let (page, next) = i.query(&q(2)).unwrap();
+        assert_eq!(page, vec!["c", "b"]);
+        assert_eq!(i.query(&Query { cursor: next, ..q(2) }).unwrap().0, vec!["a"]);
     }
 
     #[test]
@@ -346,6 +444,7 @@ mod tests {
             })
             .unwrap();
         assert!(page.is_empty());
+        assert_eq!(i.count("a", Status::Failed), 2);
     }
 
     #[test]
@@ -363,15 +462,18 @@ mod tests {
     }
 
     #[test]
-    fn old_entries_are_pruned_and_bad_cursors_refused() {
+    fn old_entries_are_pruned_removed_ones_vanish_and_bad_cursors_are_refused() {
         let i = index();
-        assert_eq!(i.prune(Timestamp(1005 + 60_000), Duration::from_secs(60)), 5);
+        assert_eq!(i.prune(Timestamp(1005 + 60_000), Duration::from_secs(60)).unwrap(), 5);
         assert_eq!(i.len(), 5);
-        assert!(i
-            .query(&Query {
+        i.apply_all(&[Change::Remove { id: "t9".into() }]).unwrap();
+        assert_eq!(i.len(), 4);
+        assert!(matches!(
+            i.query(&Query {
                 cursor: Some("garbage".into()),
                 ..q(1)
-            })
-            .is_err());
+            }),
+            Err(IndexError::Cursor(_))
+        ));
     }
 }

@@ -117,10 +117,14 @@ fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Q
 /// Lists tasks newest first; `params` are the query parameters of CONTRACT §4, as strings.
 pub async fn task_list(ctx: &Ctx, caller: &Caller, params: &HashMap<String, String>) -> ApiResult<Value> {
     let q = parse_query(params, caller)?;
-    let (ids, next) = ctx
-        .index
-        .query(&q)
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("cursor: {e}")))?;
+    let index = ctx.index.clone();
+    let (ids, next) = tokio::task::spawn_blocking(move || index.query(&q))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| match e {
+            crate::index::IndexError::Cursor(_) => ApiError::bad_request("invalid_query", format!("cursor: {e}")),
+            other => ApiError::unavailable(other.to_string()),
+        })?;
     let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.get(id))).await;
     let mut tasks = Vec::with_capacity(ids.len());
     for r in records {

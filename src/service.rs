@@ -93,7 +93,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         tasks: TaskStore::new(nats.js.clone(), nats.tasks.clone()),
         functions: FunctionStore::new(nats.functions.clone()),
         registry: Arc::new(Registry::default()),
-        index: Arc::new(Index::default()),
+        index: Arc::new(Index::open_temp().map_err(|e| StartError::Config(e.to_string()))?),
         control: Arc::new(Control::default()),
         schedules: Arc::new(crate::scheduler::Schedules::default()),
         http: crate::invoke::http_client(),
