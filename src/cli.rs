@@ -51,6 +51,10 @@ pub enum Command {
         /// Use this NATS server instead of starting one.
         #[arg(long)]
         nats_url: Option<String>,
+        /// Make every task due at once, this long after the start (e.g. 20s), and measure how
+        /// late each call comes after that moment.
+        #[arg(long)]
+        due_in: Option<crate::duration::Dur>,
     },
 }
 
@@ -443,12 +447,14 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             tasks,
             payload,
             nats_url,
+            due_in,
         } => {
             crate::bench::run(crate::bench::BenchArgs {
                 tasks,
                 payload,
                 nats_url,
                 json,
+                due_in,
             })
             .await?;
         }

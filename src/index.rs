@@ -75,7 +75,6 @@ CREATE INDEX by_function ON tasks (function, created, id);
 CREATE INDEX by_function_status ON tasks (function, status, created, id);
 CREATE INDEX by_status ON tasks (status, created, id);
 CREATE INDEX by_user ON tasks (user, created, id);
-CREATE INDEX by_updated ON tasks (updated);
 ";
 
 fn connect(path: &std::path::Path) -> rusqlite::Result<Connection> {

@@ -271,6 +271,64 @@ impl TaskRecord {
         v
     }
 
+    /// The record as published in events: no bookkeeping, no input, `status` as given (a write
+    /// may carry several transitions; each event names its own state). Serialized directly,
+    /// without an intermediate JSON tree: events are on the hot path.
+    pub fn event_json(&self, status: Status) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            id: &'a str,
+            function: &'a str,
+            user: &'a str,
+            status: Status,
+            created_at: Timestamp,
+            not_before: Option<Timestamp>,
+            started_at: Option<Timestamp>,
+            finished_at: Option<Timestamp>,
+            attempts: u32,
+            duration_ms: Option<u64>,
+            queue_ms: Option<u64>,
+            input_size: usize,
+            result: &'a Option<String>,
+            result_base64: &'a Option<String>,
+            #[serde(skip_serializing_if = "is_false")]
+            result_truncated: bool,
+            error: &'a Option<TaskError>,
+            destination: &'a Option<serde_json::Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            replay_of: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            triggered_by: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            heartbeat_at: Option<Timestamp>,
+            events: &'a [EventEntry],
+        }
+        serde_json::to_vec(&View {
+            id: &self.id,
+            function: &self.function,
+            user: &self.user,
+            status,
+            created_at: self.created_at,
+            not_before: self.not_before,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            attempts: self.attempts,
+            duration_ms: self.duration_ms,
+            queue_ms: self.queue_ms,
+            input_size: self.input_size,
+            result: &self.result,
+            result_base64: &self.result_base64,
+            result_truncated: self.result_truncated,
+            error: &self.error,
+            destination: &self.destination,
+            replay_of: &self.replay_of,
+            triggered_by: &self.triggered_by,
+            heartbeat_at: self.heartbeat_at,
+            events: &self.events,
+        })
+        .unwrap_or_default()
+    }
+
     pub fn input_bytes(&self) -> Vec<u8> {
         Encoded::decode(self.input.as_deref(), self.input_base64.as_deref())
     }
@@ -320,6 +378,33 @@ mod tests {
         let e = Encoded::encode("ééé".as_bytes(), 3);
         assert_eq!(e.text.as_deref(), Some("é"));
         assert!(e.truncated);
+    }
+
+    #[test]
+    fn events_show_what_the_api_shows_with_their_own_status() {
+        let r = crate::machine::create(
+            crate::machine::NewTask {
+                id: "t".into(),
+                function: "f".into(),
+                user: "u".into(),
+                seq: 9,
+                not_before: None,
+                input: b"secret input".to_vec(),
+                content_type: Some("text/plain".into()),
+                traceparent: None,
+                callback: None,
+                replay_of: None,
+                triggered_by: None,
+            },
+            None,
+            Timestamp(0),
+        )
+        .record;
+        let event: serde_json::Value = serde_json::from_slice(&r.event_json(Status::Dequeued)).unwrap();
+        let mut view = r.to_view(false);
+        view["status"] = "Dequeued".into();
+        assert_eq!(event, view);
+        assert!(event.get("input").is_none() && event.get("seq").is_none());
     }
 
     #[test]
