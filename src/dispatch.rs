@@ -281,7 +281,15 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
         let now = Timestamp::now();
         let r = &v.record;
         let events = match r.status {
-            s if s.is_terminal() => return Settle::Ack,
+            s if s.is_terminal() => {
+                // A delivery still pending after a crash is queued again (deduplicated).
+                if let Some(job) = crate::callback::pending_job(r) {
+                    if crate::callback::enqueue(ctx, &job).await.is_err() {
+                        return Settle::Later(Duration::from_secs(1));
+                    }
+                }
+                return Settle::Ack;
+            }
             Status::Stopping => vec![Event::Stop],
             Status::Running => {
                 // Delivered again while recorded Running: the attempt's replica was lost.
@@ -356,7 +364,8 @@ async fn commit_or_reload(
     now: Timestamp,
     persist: bool,
 ) -> Result<Versioned, Settle> {
-    match records::commit(&ctx.tasks, &ctx.nats.client, v, events, now, persist).await {
+    let spec = ctx.registry.get(&v.record.function);
+    match records::commit(ctx, v, events, now, persist, spec.as_deref()).await {
         Ok((next, _)) => Ok(next),
         Err(CommitError::Store(StoreError::Conflict)) => match ctx.tasks.get(&v.record.id).await {
             Ok(Some(fresh)) => Ok(fresh),

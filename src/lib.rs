@@ -11,6 +11,7 @@
 //! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
 //! - [`submission`]: reading a submission's headers; [`function`]: function policies;
 //! - [`schedule`]: recurring schedules, which moment is due;
+//! - [`signing`]: Standard Webhooks signatures;
 //! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
 //!
 //! The shell around it:
@@ -19,11 +20,13 @@
 //! - [`registry`]: every replica's view of functions; [`index`]: the list index;
 //! - [`scheduler`]: fires schedules on every replica, once per moment;
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
+//! - [`callback`]: results out to webhooks, NATS subjects and other functions;
 //! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
 //! - [`ops`]: task and function operations shared by both APIs; [`api`]: the HTTP API; [`nats_api`]: the NATS micro service; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
 
 pub mod api;
 pub mod bench;
+pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -48,6 +51,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod service;
 pub mod setup;
+pub mod signing;
 pub mod store;
 pub mod subjects;
 pub mod submission;

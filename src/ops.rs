@@ -8,7 +8,7 @@ use crate::function::{self, Function};
 use crate::index::Query;
 use crate::intake::{self, Accepted, HttpSubmission, SubmitError};
 use crate::machine::{self, Effect, Event};
-use crate::records;
+use crate::records::{self, CommitError};
 use crate::service::Ctx;
 use crate::store::{StoreError, Versioned};
 use crate::submission::{self, Options};
@@ -148,21 +148,18 @@ async fn transition(
 ) -> ApiResult<(Versioned, Vec<Effect>)> {
     loop {
         let v = visible(ctx, caller, id).await?;
-        let now = Timestamp::now();
-        let mut record = v.record.clone();
-        let mut effects = Vec::new();
-        for ev in events(&v) {
-            let t = machine::apply(&record, ev, now).map_err(|_| conflict(id, v.record.status, refuse))?;
-            record = t.record;
-            effects.extend(t.effects);
-        }
-        match ctx.tasks.update(&record, v.revision).await {
-            Ok(revision) => {
-                records::publish(&ctx.nats.client, &record, &effects).await;
-                return Ok((Versioned { record, revision }, effects));
+        let spec = ctx.function(&v.record.function).await;
+        match records::commit(ctx, &v, events(&v), Timestamp::now(), true, spec.as_deref()).await {
+            Ok(done) => return Ok(done),
+            Err(CommitError::Invalid(_)) => return Err(conflict(id, v.record.status, refuse)),
+            Err(CommitError::Store(StoreError::Conflict)) => continue,
+            Err(CommitError::Store(e)) => return Err(e.into()),
+            Err(CommitError::Delivery(e)) => {
+                // Written; the delivery is queued again when the task's submission comes back.
+                tracing::warn!(task_id = %id, error = %e, "result delivery not queued yet");
+                let now = visible(ctx, caller, id).await?;
+                return Ok((now, vec![]));
             }
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -1,9 +1,13 @@
 //! Carrying out the state machine's decisions: apply events to a record, write it with a
-//! revision check, then publish its events. The shell never re-decides a transition.
+//! revision check, publish its events, and hand a finished task's result to its destination.
+//! The shell never re-decides a transition.
 
+use crate::callback;
 use crate::events;
+use crate::function::FunctionSpec;
 use crate::machine::{self, Effect, Event, InvalidTransition};
-use crate::store::{StoreError, TaskStore, Versioned};
+use crate::service::Ctx;
+use crate::store::{StoreError, Versioned};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,17 +16,22 @@ pub enum CommitError {
     Invalid(#[from] InvalidTransition),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The record is written, but its result delivery could not be queued yet.
+    #[error("cannot queue the result delivery: {0}")]
+    Delivery(String),
 }
 
 /// Applies `events` in order at `now`, writes the result once over `current`'s revision (or not
-/// at all when `persist` is false: task mode off), and publishes one event per transition.
+/// at all when `persist` is false: task mode off), and publishes one event per transition. A task
+/// that finishes is marked as owing its destination a delivery in the same write, and the
+/// delivery is queued after it.
 pub async fn commit(
-    store: &TaskStore,
-    client: &async_nats::Client,
+    ctx: &Ctx,
     current: &Versioned,
     events: Vec<Event>,
     now: Timestamp,
     persist: bool,
+    spec: Option<&FunctionSpec>,
 ) -> Result<(Versioned, Vec<Effect>), CommitError> {
     let mut record = current.record.clone();
     let mut effects = Vec::new();
@@ -31,12 +40,20 @@ pub async fn commit(
         record = t.record;
         effects.extend(t.effects);
     }
+    let job = if persist && effects.contains(&Effect::Finish) {
+        callback::prepare(&mut record, spec)
+    } else {
+        None
+    };
     let revision = if persist {
-        store.update(&record, current.revision).await?
+        ctx.tasks.update(&record, current.revision).await?
     } else {
         current.revision
     };
-    publish(client, &record, &effects).await;
+    publish(&ctx.nats.client, &record, &effects).await;
+    if let Some(job) = job {
+        callback::enqueue(ctx, &job).await.map_err(CommitError::Delivery)?;
+    }
     Ok((Versioned { record, revision }, effects))
 }
 

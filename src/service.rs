@@ -105,6 +105,13 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         .map_err(|e| StartError::Config(e.to_string()))?
     {
         let stored = ctx.functions.get(&f.name).await.ok().flatten();
+        let mut f = f;
+        if f.spec.signing_secret.is_none() {
+            // A static function without a secret keeps the one it has, or gets one (set
+            // `signing_secret` in the config to know it: GET never shows it).
+            let kept = stored.as_ref().and_then(|s| s.spec.signing_secret.clone());
+            f.spec.signing_secret = Some(kept.unwrap_or_else(crate::ops::new_signing_secret));
+        }
         if stored.as_ref() != Some(&f) {
             ctx.put_function(&f).await.map_err(StartError::Config)?;
         }
@@ -152,6 +159,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
             .follow(ctx.nats.schedules.clone(), shutdown.clone()),
     );
     background.spawn(crate::scheduler::run(ctx.clone(), shutdown.clone()));
+    background.spawn(crate::callback::run(ctx.clone(), shutdown.clone()));
     background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
     let http_stop = CancellationToken::new();
     let router = api::router(ctx.clone());

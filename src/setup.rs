@@ -31,6 +31,7 @@ pub struct Nats {
     pub schedules: kv::Store,
     pub fires: kv::Store,
     pub submit: stream::Stream,
+    pub callbacks: stream::Stream,
 }
 
 pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
@@ -180,6 +181,36 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     let fires = small.pop().ok_or_else(|| js_err("buckets")("missing".into()))?;
     let schedules = small.pop().ok_or_else(|| js_err("buckets")("missing".into()))?;
 
+    js.create_or_update_stream(stream::Config {
+        name: subjects::CALLBACK_STREAM.into(),
+        description: Some("jetask result deliveries".into()),
+        subjects: vec![subjects::CALLBACK_DELIVER.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_age: retention,
+        duplicate_window: config.nats.duplicate_window.0,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err(format!("stream {}", subjects::CALLBACK_STREAM))(e.to_string()))?;
+    let callbacks = js
+        .get_stream(subjects::CALLBACK_STREAM)
+        .await
+        .map_err(|e| js_err("stream lookup")(e.to_string()))?;
+    callbacks
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(subjects::CALLBACK_CONSUMER.into()),
+            description: Some("jetask: delivers results".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 100_000,
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err("deliveries consumer")(e.to_string()))?;
+
     Ok(Nats {
         client,
         js,
@@ -188,6 +219,7 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         schedules,
         fires,
         submit,
+        callbacks,
     })
 }
 

@@ -14,6 +14,11 @@ pub const FUNCTIONS_BUCKET: &str = "JETASK_FUNCTIONS";
 pub const SCHEDULES_BUCKET: &str = "JETASK_SCHEDULES";
 /// Bucket of each schedule's last handled moment (milliseconds since the epoch).
 pub const FIRES_BUCKET: &str = "JETASK_SCHEDULE_FIRES";
+/// Work-queue stream of result deliveries (webhooks, NATS subjects, chained functions).
+pub const CALLBACK_STREAM: &str = "JETASK_CALLBACKS";
+pub const CALLBACK_DELIVER: &str = "jetask.callback.deliver";
+/// Durable consumer of deliveries, shared by every replica.
+pub const CALLBACK_CONSUMER: &str = "deliver";
 /// Core-NATS subject on which stop requests reach the replica holding an attempt.
 pub const CONTROL_STOP: &str = "jetask.control.stop";
 /// Core-NATS subject telling the replica holding a long attempt that its record changed
