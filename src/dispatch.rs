@@ -413,6 +413,11 @@ async fn attempt(
     let event = match outcome {
         // Aborted by a stop request: the record says Stopping; the caller finishes it.
         None => None,
+        // Without a record there is nothing to complete: the 202 is the end (documented).
+        Some(Outcome::Accepted) if !persist => Some(Event::Succeed {
+            result: Default::default(),
+            detail: "202".into(),
+        }),
         Some(Outcome::Accepted) => {
             let waited = keep_alive(await_completion(ctx, &v, spec, &guard, persist), acker, ack_wait).await;
             return waited;

@@ -415,6 +415,12 @@ fn schedule_not_found(name: &str) -> ApiError {
 }
 
 async fn stored_schedule(ctx: &Ctx, name: &str) -> ApiResult<Option<crate::schedule::Schedule>> {
+    if !valid_function_name(name) {
+        return Err(ApiError::bad_request(
+            "invalid_schedule",
+            format!("name: {name:?} is not a schedule name ([A-Za-z0-9_-]{{1,64}})"),
+        ));
+    }
     match ctx
         .nats
         .schedules

@@ -111,7 +111,8 @@ async fn mark_fired(fires: &kv::Store, name: &str, t: Timestamp) -> Result<Times
     }
 }
 
-async fn fire(ctx: &Ctx, s: &Schedule, t: Timestamp) {
+/// Submits the firing of `t`; `false` when it could not be accepted (it is tried again).
+async fn fire(ctx: &Ctx, s: &Schedule, t: Timestamp) -> bool {
     let (input, content_type) = s.input_bytes();
     let submission = HttpSubmission {
         function: s.function.clone(),
@@ -124,9 +125,16 @@ async fn fire(ctx: &Ctx, s: &Schedule, t: Timestamp) {
         input: input.into(),
     };
     match intake::submit(ctx, submission, false, true).await {
-        Ok(a) if !a.duplicate => tracing::info!(schedule = %s.name, task_id = %a.task_id, at = %t, "schedule fired"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(schedule = %s.name, error = %e, "cannot fire schedule; will retry"),
+        Ok(a) => {
+            if !a.duplicate {
+                tracing::info!(schedule = %s.name, task_id = %a.task_id, at = %t, "schedule fired");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(schedule = %s.name, error = %e, "cannot fire schedule; will retry");
+            false
+        }
     }
 }
 
@@ -150,10 +158,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             };
             let t = match s.decide(known, now) {
                 Fire::Idle => None,
-                Fire::Run(t) => {
-                    fire(&ctx, s, t).await;
-                    Some(t)
-                }
+                // Recorded as handled only once accepted: a failed firing is tried again.
+                Fire::Run(t) => fire(&ctx, s, t).await.then_some(t),
                 Fire::Skip(t) => Some(t),
             };
             if let Some(t) = t {
