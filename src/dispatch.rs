@@ -277,13 +277,16 @@ async fn load_or_create(
 
 /// Moves a task on until it must wait or is done.
 async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: &Acker, persist: bool) -> Settle {
+    // Whether the record was read as it is (not written by this delivery).
+    let mut as_found = true;
     loop {
         let now = Timestamp::now();
         let r = &v.record;
         let events = match r.status {
             s if s.is_terminal() => {
-                // A delivery still pending after a crash is queued again (deduplicated).
-                if let Some(job) = crate::callback::pending_job(r) {
+                // Found finished with its delivery pending (a crash between the write and the
+                // queueing): queue it again, deduplicated. A write of this delivery queued it.
+                if let Some(job) = crate::callback::pending_job(r).filter(|_| as_found) {
                     if crate::callback::enqueue(ctx, &job).await.is_err() {
                         return Settle::Later(Duration::from_secs(1));
                     }
@@ -342,6 +345,7 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
             }
             _ => return Settle::Ack,
         };
+        as_found = false;
         v = match commit_or_reload(ctx, &v, events, now, persist).await {
             Ok(next) => next,
             Err(settle) => return settle,

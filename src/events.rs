@@ -9,12 +9,8 @@ pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Stat
     if !crate::task::valid_function_name(&record.function) {
         return;
     }
-    let mut view = record.to_view(false);
-    // A batch of transitions is written at once; each event shows the state it announces.
-    if status != record.status {
-        view["status"] = serde_json::Value::String(status.to_string());
-    }
-    let body = serde_json::to_vec(&view).unwrap_or_default();
+    // A write may carry several transitions; each event shows the state it announces.
+    let body = record.event_json(status);
     if let Err(e) = client
         .publish(subjects::event(&record.function, status), body.into())
         .await

@@ -53,6 +53,14 @@ pub enum Change {
     },
 }
 
+impl Change {
+    pub fn id(&self) -> &str {
+        match self {
+            Change::Upsert { id, .. } | Change::Remove { id } => id,
+        }
+    }
+}
+
 pub struct Index {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
@@ -327,6 +335,11 @@ impl Index {
                         }
                     }
                 }
+                // Only the last change of each task in a chunk matters.
+                let mut seen = std::collections::HashSet::new();
+                changes.reverse();
+                changes.retain(|c| seen.insert(c.id().to_string()));
+                changes.reverse();
                 let index = self.clone();
                 let applied = tokio::task::spawn_blocking(move || index.apply_all(&changes)).await;
                 if let Ok(Err(e)) | Err(e) = applied.map_err(|e| IndexError::Io(std::io::Error::other(e))) {
