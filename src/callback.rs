@@ -174,18 +174,23 @@ async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&Functi
             // A stream that keeps the subject acknowledges the message; without one, a plain
             // publish reaches the subject's subscribers (a JetStream publish would wait for an
             // acknowledgement that a plain subscriber never sends).
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(subjects::headers::MSG_ID, job.webhook_id().as_str());
+            if let Some(tp) = &record.traceparent {
+                headers.insert(subjects::headers::TRACEPARENT, tp.as_str());
+            }
             if ctx.nats.js.stream_by_subject(subject.clone()).await.is_ok() {
                 let ack = ctx
                     .nats
                     .js
-                    .publish(subject, payload.into())
+                    .publish_with_headers(subject, headers, payload.into())
                     .await
                     .map_err(|e| e.to_string())?;
                 return ack.await.map(|_| ()).map_err(|e| e.to_string());
             }
             ctx.nats
                 .client
-                .publish(subject, payload.into())
+                .publish_with_headers(subject, headers, payload.into())
                 .await
                 .map_err(|e| e.to_string())?;
             ctx.nats.client.flush().await.map_err(|e| e.to_string())

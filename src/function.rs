@@ -259,7 +259,10 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
 
     let signing_secret: Option<String> = field(obj, "signing_secret", "signing_secret")?;
     if let Some(s) = &signing_secret {
-        if !s.starts_with("whsec_") || s.len() < 24 {
+        let key = s
+            .strip_prefix("whsec_")
+            .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b));
+        if !matches!(key, Some(Ok(k)) if k.len() >= 12) {
             return Err(perr(
                 "signing_secret",
                 "expected whsec_ followed by a base64 key of at least 12 bytes",
