@@ -365,17 +365,8 @@ mod tests {
     fn finished(status: Status, callback: Option<&str>) -> TaskRecord {
         let mut r = create(
             NewTask {
-                id: "t1".into(),
-                function: "f".into(),
-                user: "u".into(),
-                seq: 1,
-                not_before: None,
-                input: vec![],
-                content_type: None,
-                traceparent: None,
                 callback: callback.map(str::to_string),
-                replay_of: None,
-                triggered_by: None,
+                ..NewTask::new("t1", "f", "u", 1, vec![])
             },
             None,
             Timestamp(0),

@@ -257,6 +257,25 @@ pub struct NewTask {
     pub triggered_by: Option<String>,
 }
 
+impl NewTask {
+    /// A plain submission: no delay, callback, trace context or lineage.
+    pub fn new(id: &str, function: &str, user: &str, seq: u64, input: Vec<u8>) -> NewTask {
+        NewTask {
+            id: id.to_string(),
+            function: function.to_string(),
+            user: user.to_string(),
+            seq,
+            not_before: None,
+            input,
+            content_type: None,
+            traceparent: None,
+            callback: None,
+            replay_of: None,
+            triggered_by: None,
+        }
+    }
+}
+
 /// The first record of a task: `Enqueued`, or `Invalid` when `invalid` names why it cannot run.
 pub fn create(task: NewTask, invalid: Option<String>, now: Timestamp) -> Transition {
     let input = Encoded::encode(&task.input, usize::MAX);
@@ -325,24 +344,7 @@ mod tests {
     }
 
     fn new_record() -> TaskRecord {
-        create(
-            NewTask {
-                id: "t1".into(),
-                function: "f".into(),
-                user: "default".into(),
-                seq: 7,
-                not_before: None,
-                input: b"in".to_vec(),
-                content_type: None,
-                traceparent: None,
-                callback: None,
-                replay_of: None,
-                triggered_by: None,
-            },
-            None,
-            T0,
-        )
-        .record
+        create(NewTask::new("t1", "f", "default", 7, b"in".to_vec()), None, T0).record
     }
 
     fn in_state(status: Status) -> TaskRecord {
@@ -584,19 +586,7 @@ mod tests {
 
     #[test]
     fn an_unusable_submission_is_created_invalid_with_its_reason() {
-        let mut task = NewTask {
-            id: "x".into(),
-            function: "f".into(),
-            user: "u".into(),
-            seq: 1,
-            not_before: None,
-            input: vec![0xff],
-            content_type: None,
-            traceparent: None,
-            callback: None,
-            replay_of: None,
-            triggered_by: None,
-        };
+        let mut task = NewTask::new("x", "f", "u", 1, vec![0xff]);
         task.input = vec![0xff];
         let t = create(task, Some("Jetask-Delay: invalid duration".into()), T0);
         assert_eq!(t.record.status, Invalid);

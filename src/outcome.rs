@@ -127,24 +127,7 @@ mod tests {
     }
 
     fn running(attempts: u32) -> TaskRecord {
-        let mut r = create(
-            NewTask {
-                id: "t".into(),
-                function: "f".into(),
-                user: "u".into(),
-                seq: 1,
-                not_before: None,
-                input: vec![],
-                content_type: None,
-                traceparent: None,
-                callback: None,
-                replay_of: None,
-                triggered_by: None,
-            },
-            None,
-            Timestamp(0),
-        )
-        .record;
+        let mut r = create(NewTask::new("t", "f", "u", 1, vec![]), None, Timestamp(0)).record;
         r.attempts = attempts;
         r
     }

@@ -2,12 +2,9 @@
 //! change made through any replica is seen by all within a moment.
 
 use crate::function::{Function, FunctionSpec};
-use crate::store::FunctionStore;
-use async_nats::jetstream::kv;
-use futures::StreamExt;
+use crate::store::{Followed, FunctionStore};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -66,37 +63,10 @@ impl Registry {
 
     /// Follows the bucket until `shutdown`, resubscribing after errors.
     pub async fn follow(self: Arc<Self>, store: FunctionStore, shutdown: CancellationToken) {
-        loop {
-            let mut watch = match store.kv().watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch functions; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                let entry = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    e = watch.next() => e,
-                };
-                match entry {
-                    Some(Ok(e)) => match e.operation {
-                        kv::Operation::Put => match serde_json::from_slice::<Function>(&e.value) {
-                            Ok(f) => self.upsert(f),
-                            Err(err) => tracing::warn!(key = %e.key, error = %err, "ignoring unreadable function"),
-                        },
-                        kv::Operation::Delete | kv::Operation::Purge => self.remove(&e.key),
-                    },
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "function watch failed; resubscribing");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+        crate::store::follow_bucket(store.kv().clone(), "functions", shutdown, |change| match change {
+            Followed::Put(f) => self.upsert(f),
+            Followed::Removed(name) => self.remove(&name),
+        })
+        .await;
     }
 }

@@ -7,10 +7,10 @@
 use crate::intake::{self, HttpSubmission};
 use crate::schedule::{Fire, Schedule};
 use crate::service::Ctx;
+use crate::store::Followed;
 use crate::submission::Options;
 use crate::time::Timestamp;
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,38 +48,11 @@ impl Schedules {
 
     /// Follows the schedules bucket until `shutdown`.
     pub async fn follow(self: Arc<Self>, store: kv::Store, shutdown: CancellationToken) {
-        loop {
-            let mut watch = match store.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch schedules; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                let entry = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    e = watch.next() => e,
-                };
-                match entry {
-                    Some(Ok(e)) => match e.operation {
-                        kv::Operation::Put => match serde_json::from_slice::<Schedule>(&e.value) {
-                            Ok(s) => self.upsert(s),
-                            Err(err) => tracing::warn!(key = %e.key, error = %err, "ignoring unreadable schedule"),
-                        },
-                        kv::Operation::Delete | kv::Operation::Purge => self.remove(&e.key),
-                    },
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "schedule watch failed; resubscribing");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+        crate::store::follow_bucket(store, "schedules", shutdown, |change| match change {
+            Followed::Put(s) => self.upsert(s),
+            Followed::Removed(name) => self.remove(&name),
+        })
+        .await;
     }
 }
 

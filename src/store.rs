@@ -160,3 +160,51 @@ impl FunctionStore {
         Ok(out)
     }
 }
+
+/// A change seen in a followed bucket: a value under a key, or its removal.
+pub enum Followed<T> {
+    Put(T),
+    Removed(String),
+}
+
+/// Follows every key of a bucket of JSON values until `shutdown` — current values first, then
+/// changes — resubscribing after errors. Unreadable values are skipped with a warning.
+pub async fn follow_bucket<T: serde::de::DeserializeOwned>(
+    store: kv::Store,
+    what: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut apply: impl FnMut(Followed<T>),
+) {
+    loop {
+        let mut watch = match store.watch_with_history(">").await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch {what}; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = watch.next() => e,
+            };
+            match entry {
+                Some(Ok(e)) => match e.operation {
+                    kv::Operation::Put => match serde_json::from_slice::<T>(&e.value) {
+                        Ok(v) => apply(Followed::Put(v)),
+                        Err(err) => tracing::warn!(key = %e.key, error = %err, "ignoring unreadable {what}"),
+                    },
+                    kv::Operation::Delete | kv::Operation::Purge => apply(Followed::Removed(e.key)),
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "{what} watch failed; resubscribing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}

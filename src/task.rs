@@ -384,17 +384,8 @@ mod tests {
     fn events_show_what_the_api_shows_with_their_own_status() {
         let r = crate::machine::create(
             crate::machine::NewTask {
-                id: "t".into(),
-                function: "f".into(),
-                user: "u".into(),
-                seq: 9,
-                not_before: None,
-                input: b"secret input".to_vec(),
                 content_type: Some("text/plain".into()),
-                traceparent: None,
-                callback: None,
-                replay_of: None,
-                triggered_by: None,
+                ..crate::machine::NewTask::new("t", "f", "u", 9, b"secret input".to_vec())
             },
             None,
             Timestamp(0),

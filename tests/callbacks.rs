@@ -197,38 +197,28 @@ async fn a_task_callback_overrides_the_function_destination() {
     app.stop().await;
 }
 
-async fn nats_api(nats: &NatsServer, subject: &str, body: Value) -> (Option<String>, Value) {
-    let client = nats.client().await;
-    let m = client
-        .request(subject.to_string(), serde_json::to_vec(&body).unwrap().into())
-        .await
-        .unwrap();
-    let code = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|v| v.as_str().to_string());
-    (code, serde_json::from_slice(&m.payload).unwrap())
-}
-
 #[tokio::test]
 async fn the_nats_micro_service_answers_as_http_does() {
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
     let rx = Receiver::start(|_, _| Reply::ok("ok")).await;
-    let (code, created) = nats_api(&nats, "jetask.api.fn.put", json!({"name": "svc", "endpoint": rx.url()})).await;
+    let (code, created) = nats
+        .api("jetask.api.fn.put", json!({"name": "svc", "endpoint": rx.url()}))
+        .await;
     assert_eq!(code, None, "{created}");
     assert!(created["signing_secret"].as_str().unwrap().starts_with("whsec_"));
     let id = app.submit("svc", "x", &[("Idempotency-Key", "parity-1")]).await;
     app.wait_status(&id, "Succeeded", T).await;
 
-    let (_, over_nats) = nats_api(&nats, "jetask.api.task.get", json!({"id": id})).await;
+    let (_, over_nats) = nats.api("jetask.api.task.get", json!({"id": id})).await;
     assert_eq!(over_nats, app.get(&format!("/v1/tasks/{id}")).await.body);
-    let (_, over_nats) = nats_api(&nats, "jetask.api.task.list", json!({"function": "svc", "limit": 5})).await;
+    let (_, over_nats) = nats
+        .api("jetask.api.task.list", json!({"function": "svc", "limit": 5}))
+        .await;
     assert_eq!(over_nats, app.get("/v1/tasks?function=svc&limit=5").await.body);
-    let (_, over_nats) = nats_api(&nats, "jetask.api.fn.get", json!({"name": "svc"})).await;
+    let (_, over_nats) = nats.api("jetask.api.fn.get", json!({"name": "svc"})).await;
     assert_eq!(over_nats, app.get("/v1/functions/svc").await.body);
-    let (_, over_nats) = nats_api(&nats, "jetask.api.fn.list", json!({})).await;
+    let (_, over_nats) = nats.api("jetask.api.fn.list", json!({})).await;
     assert_eq!(over_nats, app.get("/v1/functions").await.body);
 
     for (subject, body, path, status) in [
@@ -236,16 +226,16 @@ async fn the_nats_micro_service_answers_as_http_does() {
         ("jetask.api.task.list", json!({"limit": 0}), "/v1/tasks?limit=0", 400),
         ("jetask.api.fn.get", json!({"name": "nope"}), "/v1/functions/nope", 404),
     ] {
-        let (code, over_nats) = nats_api(&nats, subject, body).await;
+        let (code, over_nats) = nats.api(subject, body).await;
         let over_http = app.get(path).await;
         assert_eq!(over_http.status, status);
         assert_eq!(code.as_deref(), Some(status.to_string().as_str()));
         assert_eq!(over_nats, over_http.body, "{subject}");
     }
-    let (code, stop) = nats_api(&nats, "jetask.api.task.stop", json!({"id": id})).await;
+    let (code, stop) = nats.api("jetask.api.task.stop", json!({"id": id})).await;
     assert_eq!(code.as_deref(), Some("409"));
     assert_eq!(stop, app.post(&format!("/v1/tasks/{id}/stop"), "", &[]).await.body);
-    let (code, _) = nats_api(&nats, "jetask.api.fn.delete", json!({"name": "svc"})).await;
+    let (code, _) = nats.api("jetask.api.fn.delete", json!({"name": "svc"})).await;
     assert_eq!(code, None);
     assert_eq!(app.get("/v1/functions/svc").await.status, 404);
 

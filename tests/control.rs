@@ -4,7 +4,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 use support::*;
 
@@ -12,20 +12,6 @@ const T: Duration = Duration::from_secs(15);
 
 fn accepted() -> Reply {
     Reply::code(202).with_header("Jetask-Async", "true")
-}
-
-async fn nats_request(nats: &NatsServer, subject: &str, body: Value) -> (Option<String>, Value) {
-    let client = nats.client().await;
-    let m = client
-        .request(subject.to_string(), serde_json::to_vec(&body).unwrap().into())
-        .await
-        .unwrap();
-    let code = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|v| v.as_str().to_string());
-    (code, serde_json::from_slice(&m.payload).unwrap())
 }
 
 #[tokio::test]
@@ -45,14 +31,14 @@ async fn a_long_task_stays_running_through_heartbeats_until_completed_over_nats(
         assert_eq!(t["status"], "Running");
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    let (code, hb) = nats_request(&nats, "jetask.api.task.heartbeat", json!({"id": id})).await;
+    let (code, hb) = nats.api("jetask.api.task.heartbeat", json!({"id": id})).await;
     assert_eq!(code, None, "{hb}");
-    let (code, done) = nats_request(
-        &nats,
-        "jetask.api.task.complete",
-        json!({"id": id, "status": "Succeeded", "result": "rendered"}),
-    )
-    .await;
+    let (code, done) = nats
+        .api(
+            "jetask.api.task.complete",
+            json!({"id": id, "status": "Succeeded", "result": "rendered"}),
+        )
+        .await;
     assert_eq!(code, None, "{done}");
     assert_eq!(done["status"], "Succeeded");
     let t = app.wait_status(&id, "Succeeded", T).await;
@@ -60,7 +46,9 @@ async fn a_long_task_stays_running_through_heartbeats_until_completed_over_nats(
     assert_eq!(rx.count(), 1, "never redelivered while in flight");
     let late = app.post(&format!("/v1/tasks/{id}/heartbeat"), "", &[]).await;
     assert_eq!(late.status, 409);
-    let (code, _) = nats_request(&nats, "jetask.api.task.complete", json!({"id": id, "status": "Failed"})).await;
+    let (code, _) = nats
+        .api("jetask.api.task.complete", json!({"id": id, "status": "Failed"}))
+        .await;
     assert_eq!(code.as_deref(), Some("409"));
     // The slot and the message were released: the next task runs.
     let next = app.submit("render", "frame 2", &[]).await;
@@ -109,7 +97,7 @@ async fn stopping_a_long_task_stops_it_at_once_and_its_heartbeats_get_409() {
         app.post(&format!("/v1/tasks/{id}/heartbeat"), "", &[]).await.status == 200
     })
     .await;
-    let (code, stopped) = nats_request(&nats, "jetask.api.task.stop", json!({"id": id})).await;
+    let (code, stopped) = nats.api("jetask.api.task.stop", json!({"id": id})).await;
     assert_eq!(code, None, "{stopped}");
     let t = app.wait_status(&id, "Stopped", Duration::from_secs(2)).await;
     assert_eq!(t["error"]["type"], "Stopped");
@@ -195,7 +183,7 @@ async fn failed_expired_and_stopped_tasks_can_be_replayed_as_new_tasks() {
     assert_eq!(again.status, 409, "a Succeeded task is not replayed");
     let stopped = app.submit("fragile", "later", &[("Jetask-Delay", "1h")]).await;
     app.post(&format!("/v1/tasks/{stopped}/stop"), "", &[]).await;
-    let (code, r) = nats_request(&nats, "jetask.api.task.replay", json!({"id": stopped})).await;
+    let (code, r) = nats.api("jetask.api.task.replay", json!({"id": stopped})).await;
     assert_eq!(code, None, "{r}");
     assert_eq!(r["replay_of"], stopped.as_str());
     app.wait_status(r["task_id"].as_str().unwrap(), "Succeeded", T).await;

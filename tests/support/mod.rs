@@ -113,6 +113,22 @@ impl NatsServer {
             .expect("connect to test nats-server")
     }
 
+    /// A request to the NATS API: the `Nats-Service-Error-Code` (if any) and the JSON answer.
+    pub async fn api(&self, subject: &str, body: Value) -> (Option<String>, Value) {
+        let m = self
+            .client()
+            .await
+            .request(subject.to_string(), serde_json::to_vec(&body).unwrap().into())
+            .await
+            .unwrap();
+        let code = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Service-Error-Code"))
+            .map(|v| v.as_str().to_string());
+        (code, serde_json::from_slice(&m.payload).unwrap())
+    }
+
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(self.client().await)
     }
