@@ -129,8 +129,14 @@ async fn handle(ctx: &Ctx, endpoint: &str, caller: &Caller, payload: &[u8]) -> A
         }
         "task.list" => ops::task_list(ctx, caller, &params(obj)).await,
         "task.stop" => ops::task_stop(ctx, caller, field(obj, "id")?).await,
-        "task.heartbeat" => ops::task_heartbeat(ctx, caller, field(obj, "id")?).await,
-        "task.complete" => ops::task_complete(ctx, caller, field(obj, "id")?, &body).await,
+        "task.heartbeat" => {
+            let attempt = ops::reported_attempt(&body, None)?;
+            ops::task_heartbeat(ctx, caller, field(obj, "id")?, attempt).await
+        }
+        "task.complete" => {
+            let attempt = ops::reported_attempt(&body, None)?;
+            ops::task_complete(ctx, caller, field(obj, "id")?, &body, attempt).await
+        }
         "task.replay" => ops::task_replay(ctx, caller, field(obj, "id")?).await.map(|(_, v)| v),
         "fn.put" => {
             let name = field(obj, "name")?.to_string();

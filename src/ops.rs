@@ -186,9 +186,36 @@ pub async fn task_stop(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Value>
 }
 
 /// A long task's heartbeat (CONTRACT §5): accepted while the attempt is `Running`.
-pub async fn task_heartbeat(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Value> {
+/// Refuses a heartbeat or completion that names an attempt other than the one in flight (a
+/// late report from an attempt that already timed out must not settle the next one).
+fn check_attempt(id: &str, v: &Versioned, attempt: Option<u32>) -> ApiResult<()> {
+    match attempt {
+        Some(n) if n != v.record.attempts || v.record.status != Status::Running => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "attempt {n} of task {id:?} is over (the task is {} on attempt {})",
+                v.record.status, v.record.attempts
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The attempt a report names: `attempt` in the body, else the `Jetask-Attempt` it was called with.
+pub fn reported_attempt(body: &Value, header: Option<&str>) -> ApiResult<Option<u32>> {
+    let bad = || ApiError::bad_request("invalid_body", "attempt: expected a positive integer");
+    match (body.get("attempt"), header) {
+        (Some(Value::Null) | None, None) => Ok(None),
+        (Some(Value::Null) | None, Some(h)) => h.trim().parse().map(Some).map_err(|_| bad()),
+        (Some(v), _) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(bad),
+    }
+}
+
+pub async fn task_heartbeat(ctx: &Ctx, caller: &Caller, id: &str, attempt: Option<u32>) -> ApiResult<Value> {
     loop {
         let v = visible(ctx, caller, id).await?;
+        check_attempt(id, &v, attempt)?;
         let r =
             machine::heartbeat(&v.record, Timestamp::now()).map_err(|e| conflict(id, e.from, "take a heartbeat"))?;
         match ctx.tasks.update(&r, v.revision).await {
@@ -209,14 +236,23 @@ fn bytes_of(v: &Value, field: &str) -> ApiResult<Vec<u8>> {
 
 /// A long task's end, reported by its function: `{"status": "Succeeded"|"Failed", "result"?,
 /// "result_base64"?, "error"?}`. A reported failure is final: the function knows best.
-pub async fn task_complete(ctx: &Ctx, caller: &Caller, id: &str, body: &Value) -> ApiResult<Value> {
+pub async fn task_complete(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: &str,
+    body: &Value,
+    attempt: Option<u32>,
+) -> ApiResult<Value> {
     let bad = |m: String| ApiError::bad_request("invalid_body", m);
     let obj = body.as_object().ok_or_else(|| bad("expected a JSON object".into()))?;
-    const KNOWN: [&str; 6] = ["id", "status", "result", "result_base64", "error", "user"];
+    const KNOWN: [&str; 6] = ["id", "status", "result", "result_base64", "error", "attempt"];
     if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(format!(
-            "{k}: unknown key; expected status, result, result_base64, error"
+            "{k}: unknown key; expected status, result, result_base64, error, attempt"
         )));
+    }
+    if let Some(n) = attempt {
+        check_attempt(id, &visible(ctx, caller, id).await?, Some(n))?;
     }
     let result = match (obj.get("result"), obj.get("result_base64").and_then(Value::as_str)) {
         (_, Some(b)) => base64::engine::general_purpose::STANDARD

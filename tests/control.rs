@@ -31,8 +31,23 @@ async fn a_long_task_stays_running_through_heartbeats_until_completed_over_nats(
         assert_eq!(t["status"], "Running");
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    let (code, hb) = nats.api("jetask.api.task.heartbeat", json!({"id": id})).await;
+    let (code, hb) = nats
+        .api("jetask.api.task.heartbeat", json!({"id": id, "attempt": 1}))
+        .await;
     assert_eq!(code, None, "{hb}");
+    // A report naming another attempt (a late one, after a timeout) settles nothing.
+    let (code, stale) = nats
+        .api(
+            "jetask.api.task.complete",
+            json!({"id": id, "status": "Failed", "attempt": 2}),
+        )
+        .await;
+    assert_eq!(code.as_deref(), Some("409"), "{stale}");
+    let stale = app
+        .post(&format!("/v1/tasks/{id}/heartbeat"), "", &[("Jetask-Attempt", "3")])
+        .await;
+    assert_eq!(stale.status, 409);
+    assert_eq!(app.task(&id).await.unwrap()["status"], "Running");
     let (code, done) = nats
         .api(
             "jetask.api.task.complete",

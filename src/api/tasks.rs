@@ -275,19 +275,34 @@ pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<St
     ops::task_stop(&ctx, &caller, &id).await.map(Json)
 }
 
-pub async fn heartbeat(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    ops::task_heartbeat(&ctx, &caller, &id).await.map(Json)
+pub async fn heartbeat(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?
+    };
+    let attempt = ops::reported_attempt(&body, header(&headers, h::ATTEMPT)?)?;
+    ops::task_heartbeat(&ctx, &caller, &id, attempt).await.map(Json)
 }
 
 pub async fn complete(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?;
-    ops::task_complete(&ctx, &caller, &id, &body).await.map(Json)
+    let attempt = ops::reported_attempt(&body, header(&headers, h::ATTEMPT)?)?;
+    ops::task_complete(&ctx, &caller, &id, &body, attempt).await.map(Json)
 }
 
 pub async fn replay(
