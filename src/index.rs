@@ -258,6 +258,12 @@ impl Index {
         Ok((page.into_iter().map(|(id, _)| id).collect(), next))
     }
 
+    /// Deletes the index's files: called at shutdown, since the process may exit without
+    /// running destructors (the index is rebuilt at every start anyway).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_dir_all(self._dir.path());
+    }
+
     /// Whether the first replay of the bucket has been applied.
     pub fn ready(&self) -> bool {
         self.is_ready.load(Ordering::Acquire)

@@ -176,6 +176,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
     let done = tokio::spawn({
         let shutdown = shutdown.clone();
         let client = ctx.nats.client.clone();
+        let index = ctx.index.clone();
         async move {
             shutdown.cancelled().await;
             tracing::info!("shutting down: no new work; waiting for attempts in flight");
@@ -188,6 +189,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
             http_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
             let _ = client.flush().await;
+            index.discard();
         }
     });
     tracing::info!(http = %http_addr, "jetask serving");
