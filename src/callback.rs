@@ -16,7 +16,6 @@ use crate::submission::Options;
 use crate::task::{Encoded, Status, TaskRecord};
 use crate::time::Timestamp;
 use async_nats::jetstream::AckKind;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -307,54 +306,28 @@ const IN_FLIGHT: usize = 64;
 
 /// Delivers results until `shutdown`.
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    loop {
-        let messages = match ctx
-            .nats
-            .callbacks
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(subjects::CALLBACK_CONSUMER)
-            .await
-        {
-            Ok(c) => c
-                .stream()
-                .max_messages_per_batch(IN_FLIGHT)
-                .messages()
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot consume result deliveries; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+    crate::follow::consume(
+        &ctx.nats.callbacks,
+        subjects::CALLBACK_CONSUMER,
+        IN_FLIGHT,
+        shutdown,
+        |m| {
+            let ctx = &ctx;
+            async move {
+                let ack = match serde_json::from_slice::<Job>(&m.payload) {
+                    Ok(job) => handle(ctx, &job).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dropping unreadable delivery job");
+                        AckKind::Term
+                    }
+                };
+                if let Err(e) = m.ack_with(ack).await {
+                    tracing::warn!(error = %e, "cannot settle delivery job");
                 }
             }
-        };
-        messages
-            .take_until(shutdown.clone().cancelled_owned())
-            .for_each_concurrent(IN_FLIGHT, |m| {
-                let ctx = ctx.clone();
-                async move {
-                    let Ok(m) = m else { return };
-                    let ack = match serde_json::from_slice::<Job>(&m.payload) {
-                        Ok(job) => handle(&ctx, &job).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "dropping unreadable delivery job");
-                            AckKind::Term
-                        }
-                    };
-                    if let Err(e) = m.ack_with(ack).await {
-                        tracing::warn!(error = %e, "cannot settle delivery job");
-                    }
-                }
-            })
-            .await;
-        if shutdown.is_cancelled() {
-            return;
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

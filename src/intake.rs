@@ -11,7 +11,6 @@ use crate::submission::{self, Options};
 use crate::time::Timestamp;
 use async_nats::jetstream::AckKind;
 use async_nats::HeaderMap;
-use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -21,62 +20,18 @@ const IN_FLIGHT: usize = 512;
 
 /// Runs intake until `shutdown`.
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    loop {
-        let messages = match ctx
-            .nats
-            .submit
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(subjects::INTAKE_CONSUMER)
-            .await
-        {
-            Ok(c) => c
-                .stream()
-                .max_messages_per_batch(IN_FLIGHT)
-                .heartbeat(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "intake cannot consume; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        let work = messages
-            .take_until(shutdown.clone().cancelled_owned())
-            .map(|m| {
-                let ctx = ctx.clone();
-                async move {
-                    match m {
-                        Ok(m) => record(&ctx, m).await,
-                        Err(e) => tracing::warn!(error = %e, "intake message error"),
-                    }
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .for_each(|_| async {});
-        work.await;
-        if shutdown.is_cancelled() {
-            return;
-        }
-    }
+    crate::follow::consume(&ctx.nats.submit, subjects::INTAKE_CONSUMER, IN_FLIGHT, shutdown, |m| {
+        record(&ctx, m)
+    })
+    .await;
 }
 
 /// Records one submission, then acknowledges it.
 async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     let Ok(info) = msg.info() else { return };
     let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));
-    let function = msg
-        .subject
-        .as_str()
-        .strip_prefix("jetask.submit.")
-        .unwrap_or_default()
-        .to_string();
+    // What follows `jetask.submit.`: a function name, or something the task is Invalid for.
+    let function = subjects::after_submit(msg.subject.as_str()).to_string();
     let spec = ctx.function(&function).await;
     if spec.as_ref().is_some_and(|s| !s.task_mode) {
         let _ = msg.ack().await;

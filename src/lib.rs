@@ -16,7 +16,7 @@
 //!
 //! The shell around it:
 //! - [`setup`]: connect, create streams, consumers and buckets;
-//! - [`store`]: records and functions in KV; [`records`]: apply + write + publish events;
+//! - [`store`]: records and functions in KV; [`follow`]: bucket followers and consumer loops; [`records`]: apply + write + publish events;
 //! - [`registry`]: every replica's view of functions; [`index`]: the list index;
 //! - [`scheduler`]: fires schedules on every replica, once per moment;
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
@@ -36,6 +36,7 @@ pub mod dev;
 pub mod dispatch;
 pub mod duration;
 pub mod events;
+pub mod follow;
 pub mod function;
 pub mod index;
 pub mod intake;

@@ -1,8 +1,9 @@
 //! Every replica's view of the functions: the `JETASK_FUNCTIONS` bucket, watched, so that a
 //! change made through any replica is seen by all within a moment.
 
+use crate::follow::Followed;
 use crate::function::{Function, FunctionSpec};
-use crate::store::{Followed, FunctionStore};
+use crate::store::FunctionStore;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
@@ -63,7 +64,7 @@ impl Registry {
 
     /// Follows the bucket until `shutdown`, resubscribing after errors.
     pub async fn follow(self: Arc<Self>, store: FunctionStore, shutdown: CancellationToken) {
-        crate::store::follow_bucket(store.kv().clone(), "functions", shutdown, |change| match change {
+        crate::follow::follow_bucket(store.kv().clone(), "functions", shutdown, |change| match change {
             Followed::Put(f) => self.upsert(f),
             Followed::Removed(name) => self.remove(&name),
         })

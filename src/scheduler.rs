@@ -4,10 +4,10 @@
 //! `JETASK_SCHEDULE_FIRES` (compare-and-swap), so that after downtime only the latest missed
 //! firing runs (or none, with `catch_up = false`).
 
+use crate::follow::Followed;
 use crate::intake::{self, HttpSubmission};
 use crate::schedule::{Fire, Schedule};
 use crate::service::Ctx;
-use crate::store::Followed;
 use crate::submission::Options;
 use crate::time::Timestamp;
 use async_nats::jetstream::kv;
@@ -48,7 +48,7 @@ impl Schedules {
 
     /// Follows the schedules bucket until `shutdown`.
     pub async fn follow(self: Arc<Self>, store: kv::Store, shutdown: CancellationToken) {
-        crate::store::follow_bucket(store, "schedules", shutdown, |change| match change {
+        crate::follow::follow_bucket(store, "schedules", shutdown, |change| match change {
             Followed::Put(s) => self.upsert(s),
             Followed::Removed(name) => self.remove(&name),
         })

@@ -101,27 +101,24 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     let replicas = config.nats.replicas;
     let retention = config.retention();
 
-    js.create_or_update_stream(stream::Config {
-        name: subjects::SUBMIT_STREAM.into(),
-        description: Some("jetask submissions, kept until recorded and finished".into()),
-        subjects: vec![subjects::SUBMIT_ALL.into()],
-        // Interest retention: a submission stays until intake and its function's dispatch
-        // consumer have both acknowledged it.
-        retention: stream::RetentionPolicy::Interest,
-        storage: stream::StorageType::File,
-        max_age: retention,
-        duplicate_window: config.nats.duplicate_window.0,
-        max_message_size: i32::try_from(config.limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| js_err(format!("stream {}", subjects::SUBMIT_STREAM))(e.to_string()))?;
-    let submit = js
-        .get_stream(subjects::SUBMIT_STREAM)
-        .await
-        .map_err(|e| js_err("stream lookup")(e.to_string()))?;
-
+    let submit = ensure_stream(
+        &js,
+        stream::Config {
+            name: subjects::SUBMIT_STREAM.into(),
+            description: Some("jetask submissions, kept until recorded and finished".into()),
+            subjects: vec![subjects::SUBMIT_ALL.into()],
+            // Interest retention: a submission stays until intake and its function's dispatch
+            // consumer have both acknowledged it.
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            max_age: retention,
+            duplicate_window: config.nats.duplicate_window.0,
+            max_message_size: i32::try_from(config.limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
     submit
         .create_consumer(consumer::pull::Config {
             durable_name: Some(subjects::INTAKE_CONSUMER.into()),
@@ -136,68 +133,49 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         .await
         .map_err(|e| js_err("intake consumer")(e.to_string()))?;
 
-    let tasks = js
-        .create_or_update_key_value(kv::Config {
-            bucket: subjects::TASKS_BUCKET.into(),
-            description: "jetask task records".into(),
-            history: 1,
-            max_age: retention,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err(format!("bucket {}", subjects::TASKS_BUCKET))(e.to_string()))?;
-    let functions = js
-        .create_or_update_key_value(kv::Config {
-            bucket: subjects::FUNCTIONS_BUCKET.into(),
-            description: "jetask functions".into(),
-            history: 5,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err(format!("bucket {}", subjects::FUNCTIONS_BUCKET))(e.to_string()))?;
-
-    let mut small = Vec::new();
-    for (bucket, description) in [
-        (subjects::SCHEDULES_BUCKET, "jetask recurring schedules"),
-        (subjects::FIRES_BUCKET, "jetask schedules: last handled firing"),
-    ] {
-        let store = js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.into(),
-                description: description.into(),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err(format!("bucket {bucket}"))(e.to_string()))?;
-        small.push(store);
-    }
-    let fires = small.pop().ok_or_else(|| js_err("buckets")("missing".into()))?;
-    let schedules = small.pop().ok_or_else(|| js_err("buckets")("missing".into()))?;
-
-    js.create_or_update_stream(stream::Config {
-        name: subjects::CALLBACK_STREAM.into(),
-        description: Some("jetask result deliveries".into()),
-        subjects: vec![subjects::CALLBACK_DELIVER.into()],
-        retention: stream::RetentionPolicy::WorkQueue,
+    let bucket = |name: &str, description: &str, history: i64, max_age: Duration| kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history,
+        max_age,
         storage: stream::StorageType::File,
-        max_age: retention,
-        duplicate_window: config.nats.duplicate_window.0,
         num_replicas: replicas,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| js_err(format!("stream {}", subjects::CALLBACK_STREAM))(e.to_string()))?;
-    let callbacks = js
-        .get_stream(subjects::CALLBACK_STREAM)
-        .await
-        .map_err(|e| js_err("stream lookup")(e.to_string()))?;
+    };
+    let forever = Duration::ZERO;
+    let tasks = ensure_bucket(&js, bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention)).await?;
+    let functions = ensure_bucket(&js, bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever)).await?;
+    let schedules = ensure_bucket(
+        &js,
+        bucket(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever),
+    )
+    .await?;
+    let fires = ensure_bucket(
+        &js,
+        bucket(
+            subjects::FIRES_BUCKET,
+            "jetask schedules: last handled firing",
+            1,
+            forever,
+        ),
+    )
+    .await?;
+
+    let callbacks = ensure_stream(
+        &js,
+        stream::Config {
+            name: subjects::CALLBACK_STREAM.into(),
+            description: Some("jetask result deliveries".into()),
+            subjects: vec![subjects::CALLBACK_DELIVER.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            max_age: retention,
+            duplicate_window: config.nats.duplicate_window.0,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
     callbacks
         .create_consumer(consumer::pull::Config {
             durable_name: Some(subjects::CALLBACK_CONSUMER.into()),
@@ -221,6 +199,25 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         submit,
         callbacks,
     })
+}
+
+/// Creates or updates a stream and returns its handle.
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, SetupError> {
+    let name = config.name.clone();
+    js.create_or_update_stream(config)
+        .await
+        .map_err(|e| js_err(format!("stream {name}"))(e.to_string()))?;
+    js.get_stream(&name)
+        .await
+        .map_err(|e| js_err(format!("stream {name}"))(e.to_string()))
+}
+
+/// Creates or updates a KV bucket.
+async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+    let name = config.bucket.clone();
+    js.create_or_update_key_value(config)
+        .await
+        .map_err(|e| js_err(format!("bucket {name}"))(e.to_string()))
 }
 
 /// Creates or updates the dispatch consumer of `function`.
