@@ -346,7 +346,7 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
             _ => return Settle::Ack,
         };
         as_found = false;
-        v = match commit_or_reload(ctx, &v, events, now, persist).await {
+        v = match commit_or_reload(ctx, &v, events, now, persist, spec).await {
             Ok(next) => next,
             Err(settle) => return settle,
         };
@@ -367,9 +367,9 @@ async fn commit_or_reload(
     events: Vec<Event>,
     now: Timestamp,
     persist: bool,
+    spec: Option<&FunctionSpec>,
 ) -> Result<Versioned, Settle> {
-    let spec = ctx.registry.get(&v.record.function);
-    match records::commit(ctx, v, events, now, persist, spec.as_deref()).await {
+    match records::commit(ctx, v, events, now, persist, spec).await {
         Ok((next, _)) => Ok(next),
         Err(CommitError::Store(StoreError::Conflict)) => match ctx.tasks.get(&v.record.id).await {
             Ok(Some(fresh)) => Ok(fresh),
@@ -430,7 +430,7 @@ async fn attempt(
     };
     drop(guard);
     match event {
-        Some(ev) => commit_or_reload(ctx, &v, vec![ev], now, persist).await,
+        Some(ev) => commit_or_reload(ctx, &v, vec![ev], now, persist, Some(spec)).await,
         None => reload(ctx, &r.id).await,
     }
 }
@@ -472,7 +472,7 @@ async fn await_completion(
         if let Some(why) = machine::long_attempt_overdue(r, spec.heartbeat_timeout.0, spec.timeout.0, now) {
             let error = TaskError::new(ErrorType::Timeout, why);
             let ev = outcome::decide(r, Outcome::Retryable(error), spec, 0, now, rand::random::<f64>());
-            return commit_or_reload(ctx, &current, ev.into_iter().collect(), now, persist).await;
+            return commit_or_reload(ctx, &current, ev.into_iter().collect(), now, persist, Some(spec)).await;
         }
         let started = r.attempt_started_at.unwrap_or(now);
         let due = r

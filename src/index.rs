@@ -64,7 +64,6 @@ impl Change {
 pub struct Index {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
-    ready: tokio::sync::Notify,
     is_ready: AtomicBool,
     _dir: tempfile::TempDir,
 }
@@ -115,7 +114,6 @@ impl Index {
         Ok(Index {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            ready: tokio::sync::Notify::new(),
             is_ready: AtomicBool::new(false),
             _dir: dir,
         })
@@ -269,19 +267,8 @@ impl Index {
         self.is_ready.load(Ordering::Acquire)
     }
 
-    pub async fn wait_ready(&self) {
-        while !self.ready() {
-            let n = self.ready.notified();
-            if self.ready() {
-                break;
-            }
-            n.await;
-        }
-    }
-
     fn mark_ready(&self) {
         self.is_ready.store(true, Ordering::Release);
-        self.ready.notify_waiters();
     }
 
     /// Follows the tasks bucket until `shutdown`.

@@ -347,6 +347,12 @@ mod tests {
         create(NewTask::new("t1", "f", "default", 7, b"in".to_vec()), None, T0).record
     }
 
+    /// A new record taken at 1 ms and started at 2 ms, through the machine itself.
+    fn first_attempt_running() -> TaskRecord {
+        let r = apply(&new_record(), Event::Dequeue, at(1)).unwrap().record;
+        apply(&r, Event::Start { attempt: 1 }, at(2)).unwrap().record
+    }
+
     fn in_state(status: Status) -> TaskRecord {
         let mut r = new_record();
         r.status = status;
@@ -471,13 +477,7 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_with_retries_left_waits_for_its_backoff() {
-        let r = apply(
-            &apply(&new_record(), Event::Dequeue, at(1)).unwrap().record,
-            Event::Start { attempt: 1 },
-            at(2),
-        )
-        .unwrap()
-        .record;
+        let r = first_attempt_running();
         let err = TaskError::new(ErrorType::Timeout, "no answer in 1s");
         let t = apply(
             &r,
@@ -501,13 +501,7 @@ mod tests {
 
     #[test]
     fn a_throttled_call_does_not_use_up_an_attempt() {
-        let r = apply(
-            &apply(&new_record(), Event::Dequeue, at(1)).unwrap().record,
-            Event::Start { attempt: 1 },
-            at(2),
-        )
-        .unwrap()
-        .record;
+        let r = first_attempt_running();
         let r = apply(
             &r,
             Event::Throttle {

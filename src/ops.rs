@@ -144,12 +144,13 @@ async fn transition(
     caller: &Caller,
     id: &str,
     refuse: &str,
-    events: impl Fn(&Versioned) -> Vec<Event>,
+    events: impl Fn(&Versioned) -> ApiResult<Vec<Event>>,
 ) -> ApiResult<(Versioned, Vec<Effect>)> {
     loop {
         let v = visible(ctx, caller, id).await?;
+        let events = events(&v)?;
         let spec = ctx.function(&v.record.function).await;
-        match records::commit(ctx, &v, events(&v), Timestamp::now(), true, spec.as_deref()).await {
+        match records::commit(ctx, &v, events, Timestamp::now(), true, spec.as_deref()).await {
             Ok(done) => return Ok(done),
             Err(CommitError::Invalid(_)) => return Err(conflict(id, v.record.status, refuse)),
             Err(CommitError::Store(StoreError::Conflict)) => continue,
@@ -169,11 +170,11 @@ async fn transition(
 /// answers 409 with its state.
 pub async fn task_stop(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Value> {
     let (v, effects) = transition(ctx, caller, id, "be stopped", |v| {
-        if v.record.status == Status::Running && v.record.async_attempt {
+        Ok(if v.record.status == Status::Running && v.record.async_attempt {
             vec![Event::Stop, Event::Stop]
         } else {
             vec![Event::Stop]
-        }
+        })
     })
     .await?;
     if effects.contains(&Effect::AbortAttempt) {
@@ -251,9 +252,7 @@ pub async fn task_complete(
             "{k}: unknown key; expected status, result, result_base64, error, attempt"
         )));
     }
-    if let Some(n) = attempt {
-        check_attempt(id, &visible(ctx, caller, id).await?, Some(n))?;
-    }
+
     let result = match (obj.get("result"), obj.get("result_base64").and_then(Value::as_str)) {
         (_, Some(b)) => base64::engine::general_purpose::STANDARD
             .decode(b)
@@ -280,7 +279,11 @@ pub async fn task_complete(
         }
         _ => return Err(bad("status: expected \"Succeeded\" or \"Failed\"".into())),
     };
-    let (v, _) = transition(ctx, caller, id, "be completed", |_| vec![event.clone()]).await?;
+    let (v, _) = transition(ctx, caller, id, "be completed", |v| {
+        check_attempt(id, v, attempt)?;
+        Ok(vec![event.clone()])
+    })
+    .await?;
     let _ = ctx.control.signal(&ctx.nats.client, id, Signal::Wake).await;
     Ok(v.record.to_view(false))
 }

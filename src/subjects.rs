@@ -30,9 +30,9 @@ pub fn submit(function: &str) -> String {
     format!("jetask.submit.{function}")
 }
 
-/// The function a submission subject names, if it is one.
-pub fn function_of_submit(subject: &str) -> Option<&str> {
-    subject.strip_prefix("jetask.submit.").filter(|f| !f.contains('.'))
+/// What a submission subject has after `jetask.submit.` (a function name when well formed).
+pub fn after_submit(subject: &str) -> &str {
+    subject.strip_prefix("jetask.submit.").unwrap_or_default()
 }
 
 /// Durable dispatch consumer of one function, shared by every replica.
@@ -84,8 +84,8 @@ mod tests {
 
     #[test]
     fn submit_subjects_round_trip() {
-        assert_eq!(function_of_submit(&submit("resize")), Some("resize"));
-        assert_eq!(function_of_submit("jetask.submit.a.b"), None);
+        assert_eq!(after_submit(&submit("resize")), "resize");
+        assert_eq!(after_submit("jetask.submit.a.b"), "a.b");
         assert_eq!(function_of_consumer(&dispatch_consumer("resize")), Some("resize"));
         assert_eq!(
             event("resize", crate::task::Status::Succeeded),
