@@ -265,12 +265,22 @@ async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
         .unwrap_or(0)
         + 1;
     let outcome = deliver(ctx, job, &record, spec.as_deref()).await;
+    let kind = job
+        .target
+        .split_once(':')
+        .map_or("webhook", |(scheme, _)| match scheme {
+            "nats" | "function" => scheme,
+            _ => "webhook",
+        });
     let now = Timestamp::now();
     let (destination, ack) = match outcome {
-        Ok(()) => (
-            json!({"target": job.target, "status": "Delivered", "attempts": attempts}),
-            AckKind::Ack,
-        ),
+        Ok(()) => {
+            ctx.metrics.delivery(kind, "delivered");
+            (
+                json!({"target": job.target, "status": "Delivered", "attempts": attempts}),
+                AckKind::Ack,
+            )
+        }
         Err(error) => {
             let defaults = crate::function::Backoff {
                 initial: crate::duration::Dur::from_secs(1),
@@ -287,9 +297,11 @@ async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
             let deadline = record.finished_at.unwrap_or(now).plus(age);
             tracing::info!(task_id = %job.task_id, attempts, error = %error, "result delivery failed");
             if now.plus(wait) < deadline {
+                ctx.metrics.delivery(kind, "retrying");
                 let d = json!({"target": job.target, "status": "Retrying", "attempts": attempts, "last_error": error});
                 (d, AckKind::Nak(Some(wait)))
             } else {
+                ctx.metrics.delivery(kind, "failed");
                 let d = json!({"target": job.target, "status": "Failed", "attempts": attempts, "last_error": error});
                 (d, AckKind::Ack)
             }

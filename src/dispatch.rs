@@ -76,6 +76,7 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
     let ack_wait = ctx.config.dispatch.ack_wait.0;
     let mut limit = slots(ctx.registry.get(&name).as_deref());
     let sem = Arc::new(Semaphore::new(limit));
+    let mut first_round = true;
     let mut consumer = None;
     while !stop.is_cancelled() {
         let c = match &consumer {
@@ -97,6 +98,10 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
             sem.add_permits(wanted - limit);
         } else if wanted < limit {
             sem.forget_permits(limit - wanted);
+        }
+        if wanted != limit || first_round {
+            ctx.metrics.set_concurrency_limit(&name, wanted);
+            first_round = false;
         }
         limit = wanted;
 
@@ -229,7 +234,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
             // Task mode off: the same lifecycle, kept in memory only; attempts from deliveries.
             let t = machine::create(parsed.task, parsed.invalid, accepted_at);
             if delivered == 1 {
-                records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+                records::publish(ctx, &t.record, &t.effects).await;
             }
             let mut record = t.record;
             if record.status == Status::Enqueued && delivered > 1 {
@@ -264,7 +269,7 @@ async fn load_or_create(
     let t = machine::create(parsed.task, parsed.invalid, accepted_at);
     match ctx.tasks.create(&t.record).await {
         Ok(revision) => {
-            records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+            records::publish(ctx, &t.record, &t.effects).await;
             Ok(Some(Versioned {
                 record: t.record,
                 revision,
@@ -393,6 +398,8 @@ async fn attempt(
 ) -> Result<Versioned, Settle> {
     let r = &v.record;
     let guard = ctx.control.register(&r.id);
+    let _in_flight = ctx.metrics.in_flight(&r.function);
+    let started = std::time::Instant::now();
     let call = invoke::call(
         &ctx.http,
         Call {
@@ -414,6 +421,16 @@ async fn attempt(
         _ = guard.token.cancelled() => None,
     };
     let now = Timestamp::now();
+    if let Some(Outcome::Throttled { .. }) = &outcome {
+        ctx.metrics.throttled(&r.function, "endpoint");
+    }
+    if !matches!(outcome, Some(Outcome::Accepted)) || !persist {
+        ctx.metrics.attempt(
+            &r.function,
+            &crate::metrics::outcome_label(outcome.as_ref()),
+            started.elapsed(),
+        );
+    }
     let event = match outcome {
         // Aborted by a stop request: the record says Stopping; the caller finishes it.
         None => None,
@@ -424,6 +441,15 @@ async fn attempt(
         }),
         Some(Outcome::Accepted) => {
             let waited = keep_alive(await_completion(ctx, &v, spec, &guard, persist), acker, ack_wait).await;
+            let label = match &waited {
+                Ok(next) if next.record.attempts == r.attempts => match next.record.status {
+                    Status::Succeeded => "success",
+                    Status::Stopped | Status::Stopping => "stopped",
+                    _ => "async_failed",
+                },
+                _ => "async_unknown",
+            };
+            ctx.metrics.attempt(&r.function, label, started.elapsed());
             return waited;
         }
         Some(o) => outcome::decide(r, o, spec, ctx.config.limits.max_result, now, rand::random::<f64>()),

@@ -47,6 +47,8 @@ pub enum Change {
         status: Status,
         created: i64,
         updated: i64,
+        /// When a waiting task (delayed or backing off) is next due, in ms; 0 when not waiting.
+        due: i64,
     },
     Remove {
         id: String,
@@ -59,6 +61,12 @@ impl Change {
             Change::Upsert { id, .. } | Change::Remove { id } => id,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub running: usize,
+    pub delayed: usize,
 }
 
 pub struct Index {
@@ -75,13 +83,15 @@ CREATE TABLE tasks (
     user TEXT NOT NULL,
     status TEXT NOT NULL,
     created INTEGER NOT NULL,
-    updated INTEGER NOT NULL
+    updated INTEGER NOT NULL,
+    due INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX by_created ON tasks (created, id);
 CREATE INDEX by_function ON tasks (function, created, id);
 CREATE INDEX by_function_status ON tasks (function, status, created, id);
 CREATE INDEX by_status ON tasks (status, created, id);
 CREATE INDEX by_user ON tasks (user, created, id);
+CREATE INDEX by_due ON tasks (function, due) WHERE due > 0;
 ";
 
 fn connect(path: &std::path::Path) -> rusqlite::Result<Connection> {
@@ -128,9 +138,10 @@ impl Index {
         let tx = w.transaction()?;
         {
             let mut up = tx.prepare_cached(
-                "INSERT INTO tasks (id, function, user, status, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO tasks (id, function, user, status, created, updated, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(id) DO UPDATE SET function = excluded.function, user = excluded.user,
-                 status = excluded.status, created = excluded.created, updated = excluded.updated",
+                 status = excluded.status, created = excluded.created, updated = excluded.updated,
+                 due = excluded.due",
             )?;
             let mut rm = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
             for c in changes {
@@ -142,8 +153,9 @@ impl Index {
                         status,
                         created,
                         updated,
+                        due,
                     } => {
-                        up.execute(params![id, function, user, status.as_str(), created, updated])?;
+                        up.execute(params![id, function, user, status.as_str(), created, updated, due])?;
                     }
                     Change::Remove { id } => {
                         rm.execute(params![id])?;
@@ -164,6 +176,7 @@ impl Index {
             status,
             created,
             updated,
+            due: 0,
         };
         if let Err(e) = self.apply_all(&[change]) {
             tracing::warn!(error = %e, "cannot update the task index");
@@ -194,6 +207,17 @@ impl Index {
             "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND status = ?2",
             &[&function, &status.as_str()],
         )
+    }
+
+    /// Tasks of `function` running (or stopping), and waiting for a moment after `now`.
+    pub fn queue_counts(&self, function: &str, now: Timestamp) -> QueueCounts {
+        QueueCounts {
+            running: self.count(function, Status::Running) + self.count(function, Status::Stopping),
+            delayed: self.scalar(
+                "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > ?2",
+                &[&function, &now.millis()],
+            ),
+        }
     }
 
     fn scalar(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> usize {
@@ -376,6 +400,7 @@ fn change_of(msg: &jetstream::Message, prefix: &str) -> Option<Change> {
         status,
         created,
         updated,
+        due: get(h::INDEX_DUE).and_then(|d| d.parse().ok()).unwrap_or(0),
     })
 }
 

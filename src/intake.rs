@@ -56,7 +56,7 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     };
     let t = machine::create(parsed.task, invalid, accepted_at);
     match ctx.tasks.create(&t.record).await {
-        Ok(_) => records::publish(&ctx.nats.client, &t.record, &t.effects).await,
+        Ok(_) => records::publish(ctx, &t.record, &t.effects).await,
         Err(StoreError::Exists) => {}
         Err(e) => {
             tracing::warn!(task_id = %t.record.id, error = %e, "cannot record submission; will retry");
@@ -191,7 +191,7 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
         );
         // Intake writes it otherwise; whichever comes first wins.
         if ctx.tasks.create(&t.record).await.is_ok() {
-            records::publish(&ctx.nats.client, &t.record, &t.effects).await;
+            records::publish(ctx, &t.record, &t.effects).await;
         }
     }
     Ok(Accepted {

@@ -22,6 +22,7 @@
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
 //! - [`callback`]: results out to webhooks, NATS subjects and other functions;
 //! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
+//! - [`metrics`]: Prometheus metrics;
 //! - [`ops`]: task and function operations shared by both APIs; [`api`]: the HTTP API; [`nats_api`]: the NATS micro service; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
 
 pub mod api;
@@ -42,6 +43,7 @@ pub mod index;
 pub mod intake;
 pub mod invoke;
 pub mod machine;
+pub mod metrics;
 pub mod nats_api;
 pub mod ops;
 pub mod outcome;

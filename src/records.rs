@@ -50,18 +50,20 @@ pub async fn commit(
     } else {
         current.revision
     };
-    publish(&ctx.nats.client, &record, &effects).await;
+    publish(ctx, &record, &effects).await;
     if let Some(job) = job {
         callback::enqueue(ctx, &job).await.map_err(CommitError::Delivery)?;
     }
     Ok((Versioned { record, revision }, effects))
 }
 
-/// Publishes the `Emit` effects of a written record.
-pub async fn publish(client: &async_nats::Client, record: &crate::task::TaskRecord, effects: &[Effect]) {
+/// Publishes the `Emit` effects of a written record, and counts them.
+pub async fn publish(ctx: &Ctx, record: &crate::task::TaskRecord, effects: &[Effect]) {
+    let now = Timestamp::now();
     for e in effects {
         if let Effect::Emit(status) = e {
-            events::emit(client, record, *status).await;
+            ctx.metrics.transition(record, *status, now);
+            events::emit(&ctx.nats.client, record, *status).await;
         }
     }
 }

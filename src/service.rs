@@ -29,6 +29,7 @@ pub struct Ctx {
     pub control: Arc<Control>,
     pub schedules: Arc<crate::scheduler::Schedules>,
     pub http: reqwest::Client,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -97,6 +98,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         control: Arc::new(Control::default()),
         schedules: Arc::new(crate::scheduler::Schedules::default()),
         http: crate::invoke::http_client(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         config: config.clone(),
         nats,
     });

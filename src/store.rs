@@ -86,6 +86,9 @@ impl TaskStore {
         headers.insert(h::INDEX_STATUS, record.status.as_str());
         headers.insert(h::INDEX_USER, record.user.as_str());
         headers.insert(h::INDEX_CREATED, record.created_at.millis().to_string().as_str());
+        if let Some(due) = record.waiting_until() {
+            headers.insert(h::INDEX_DUE, due.millis().to_string().as_str());
+        }
         let ack = self
             .js
             .publish_with_headers(subjects::task_key_subject(&record.id), headers, Bytes::from(body))

@@ -76,6 +76,7 @@ pub mod headers {
     pub const INDEX_STATUS: &str = "Jetask-Idx-Status";
     pub const INDEX_USER: &str = "Jetask-Idx-User";
     pub const INDEX_CREATED: &str = "Jetask-Idx-Created";
+    pub const INDEX_DUE: &str = "Jetask-Idx-Due";
 }
 
 #[cfg(test)]

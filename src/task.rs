@@ -253,6 +253,14 @@ const INTERNAL_FIELDS: [&str; 6] = [
 ];
 
 impl TaskRecord {
+    /// The moment a waiting task (delayed, or backing off between attempts) is next due.
+    pub fn waiting_until(&self) -> Option<Timestamp> {
+        match self.status {
+            Status::Enqueued | Status::Dequeued | Status::Retrying => self.next_attempt_at.or(self.not_before),
+            _ => None,
+        }
+    }
+
     /// The record as clients see it: without bookkeeping, and with the input only when asked.
     pub fn to_view(&self, include_input: bool) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);

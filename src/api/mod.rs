@@ -59,6 +59,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/functions", get(functions::list))
         .route(
             "/v1/functions/{name}",
@@ -93,5 +94,15 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<serde_json::Va
     (
         status,
         Json(serde_json::json!({"ready": ready, "nats": connected, "index": ctx.index.ready()})),
+    )
+}
+
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.render(&ctx).await,
     )
 }

@@ -1,0 +1,159 @@
+//! What an operator watches: Prometheus metrics (counts, latencies, queue depths read from
+//! JetStream), health and readiness.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+async fn scrape(app: &App) -> String {
+    let resp = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_tasks_by_state_attempts_by_outcome_and_endpoint_throttling() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let throttled_once = std::sync::atomic::AtomicBool::new(false);
+    let work = Receiver::start(move |call, _| match String::from_utf8_lossy(&call.body).as_ref() {
+        "throttle" if !throttled_once.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+            Reply::code(429).with_header("Retry-After", "1")
+        }
+        "bad" => Reply::code(400),
+        _ => Reply::ok("done"),
+    })
+    .await;
+    app.put_fn("work", json!({"endpoint": work.url(), "concurrency": {"max": 7}}))
+        .await;
+    let mut ids = Vec::new();
+    for input in ["a", "b", "throttle", "bad"] {
+        ids.push((input, app.submit("work", input, &[]).await));
+    }
+    for (input, id) in &ids {
+        let want = if *input == "bad" { "Failed" } else { "Succeeded" };
+        app.wait_status(id, want, T).await;
+    }
+    let text = scrape(&app).await;
+    let f = "function=\"work\"";
+    assert_eq!(
+        sample(&text, &format!("jetask_tasks_submitted_total{{{f}}}")),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("jetask_tasks_finished_total{{{f},state=\"Succeeded\"}}")
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("jetask_tasks_finished_total{{{f},state=\"Failed\"}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("jetask_attempts_total{{{f},outcome=\"success\"}}")),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("jetask_attempts_total{{{f},outcome=\"FunctionError\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("jetask_attempts_total{{{f},outcome=\"throttled\"}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("jetask_throttled_total{{{f},scope=\"endpoint\"}}")),
+        Some(1.0)
+    );
+    // Queue time once per task (the throttled call's retry is not a second first start);
+    // run time once per call; end to end once per finished task.
+    assert_eq!(
+        sample(&text, &format!("jetask_queue_time_seconds_count{{{f}}}")),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("jetask_run_time_seconds_count{{{f}}}")),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("jetask_end_to_end_seconds_count{{{f}}}")),
+        Some(4.0)
+    );
+    // The throttled task waited its Retry-After second: its end to end is at least 1 s.
+    let under_1s = sample(&text, &format!("jetask_end_to_end_seconds_bucket{{le=\"1.0\",{f}}}")).unwrap();
+    assert!(under_1s <= 3.0, "{text}");
+    assert_eq!(sample(&text, &format!("jetask_concurrency_limit{{{f}}}")), Some(7.0));
+    assert_eq!(sample(&text, &format!("jetask_attempts_in_flight{{{f}}}")), Some(0.0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queue_depths_come_from_jetstream_split_into_queued_delayed_and_running() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    // One slot, held by the first call for longer than the test looks.
+    let slow = Receiver::start(|_, _| Reply::After(Duration::from_secs(30), Box::new(Reply::ok("")))).await;
+    app.put_fn(
+        "slow",
+        json!({"endpoint": slow.url(), "concurrency": {"max": 1}, "timeout": "60s"}),
+    )
+    .await;
+    for i in 0..4 {
+        app.submit("slow", &format!("{i}"), &[]).await;
+    }
+    for i in 0..2 {
+        app.submit("slow", &format!("later{i}"), &[("Jetask-Delay", "1h")])
+            .await;
+    }
+    slow.wait_calls(1, T).await;
+    let f = "function=\"slow\"";
+    let last = std::sync::Mutex::new(String::new());
+    wait_for("queue gauges", T, || async {
+        let text = scrape(&app).await;
+        let ok = sample(&text, &format!("jetask_tasks_running{{{f}}}")) == Some(1.0)
+            && sample(&text, &format!("jetask_tasks_delayed{{{f}}}")) == Some(2.0)
+            && sample(&text, &format!("jetask_tasks_queued{{{f}}}")) == Some(3.0);
+        *last.lock().unwrap() = text;
+        ok
+    })
+    .await;
+    let last = last.into_inner().unwrap();
+    assert_eq!(sample(&last, &format!("jetask_attempts_in_flight{{{f}}}")), Some(1.0));
+    // JetStream's own view: every submission is still unsettled.
+    let pending = sample(&last, &format!("jetask_consumer_pending{{{f}}}")).unwrap();
+    let ack_pending = sample(&last, &format!("jetask_consumer_ack_pending{{{f}}}")).unwrap();
+    assert_eq!(pending + ack_pending, 6.0, "{last}");
+    assert_eq!(slow.count(), 1, "one slot: one call at a time");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_alive_and_ready_only_while_jetstream_is_reachable() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/readyz").await.status, 200);
+    let paused = nats.restart_paused();
+    wait_for("not ready", T, || async { app.get("/readyz").await.status == 503 }).await;
+    assert_eq!(app.get("/healthz").await.status, 200, "alive while NATS is away");
+    let _nats = paused.resume();
+    wait_for("ready again", T, || async { app.get("/readyz").await.status == 200 }).await;
+    app.stop().await;
+}
