@@ -388,8 +388,20 @@ async fn commit_or_reload(
     }
 }
 
-/// Runs one attempt of a `Running` task and records its outcome.
+/// Runs one attempt of a `Running` task and records its outcome, in the attempt's log span.
 async fn attempt(
+    ctx: &Ctx,
+    v: Versioned,
+    spec: &FunctionSpec,
+    acker: &Acker,
+    persist: bool,
+) -> Result<Versioned, Settle> {
+    let trace = crate::trace::TraceContext::of_task(v.record.traceparent.as_deref(), &v.record.id);
+    let span = tracing::info_span!("attempt", attempt = v.record.attempts, trace_id = %trace.trace_id);
+    run_attempt(ctx, v, spec, acker, persist).instrument(span).await
+}
+
+async fn run_attempt(
     ctx: &Ctx,
     v: Versioned,
     spec: &FunctionSpec,
@@ -414,7 +426,7 @@ async fn attempt(
             max_result: ctx.config.limits.max_result,
         },
     );
-    tracing::debug!(attempt = r.attempts, "calling function");
+    tracing::debug!("calling function");
     let ack_wait = ctx.config.dispatch.ack_wait.0;
     let outcome = tokio::select! {
         o = keep_alive(call, acker, ack_wait) => Some(o),
@@ -425,11 +437,17 @@ async fn attempt(
         ctx.metrics.throttled(&r.function, "endpoint");
     }
     if !matches!(outcome, Some(Outcome::Accepted)) || !persist {
-        ctx.metrics.attempt(
-            &r.function,
-            &crate::metrics::outcome_label(outcome.as_ref()),
-            started.elapsed(),
-        );
+        let label = crate::metrics::outcome_label(outcome.as_ref());
+        let took = started.elapsed();
+        ctx.metrics.attempt(&r.function, &label, took);
+        // Failures are worth a line at the default level; successes only when debugging.
+        let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        match &outcome {
+            Some(Outcome::Retryable(e) | Outcome::Fatal(e)) => {
+                tracing::info!(outcome = %label, took_ms, error = %e.message, "attempt failed")
+            }
+            _ => tracing::debug!(outcome = %label, took_ms, "attempt finished"),
+        }
     }
     let event = match outcome {
         // Aborted by a stop request: the record says Stopping; the caller finishes it.

@@ -11,7 +11,7 @@
 //! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
 //! - [`submission`]: reading a submission's headers; [`function`]: function policies;
 //! - [`schedule`]: recurring schedules, which moment is due;
-//! - [`signing`]: Standard Webhooks signatures;
+//! - [`signing`]: Standard Webhooks signatures; [`trace`]: W3C trace context;
 //! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
 //!
 //! The shell around it:
@@ -60,3 +60,4 @@ pub mod subjects;
 pub mod submission;
 pub mod task;
 pub mod time;
+pub mod trace;

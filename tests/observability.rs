@@ -157,3 +157,79 @@ async fn health_is_alive_and_ready_only_while_jetstream_is_reachable() {
     wait_for("ready again", T, || async { app.get("/readyz").await.status == 200 }).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn json_logs_put_each_attempt_in_a_span_with_task_function_attempt_and_trace() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"))
+        .arg("serve")
+        .env("JETASK_NATS_URL", &nats.url)
+        .env("JETASK_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("JETASK_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let app = App {
+        svc: None,
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        token: None,
+    };
+    wait_for("jetask serve ready", T, || async {
+        app.http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let broken = Receiver::start(|_, _| Reply::code(500)).await;
+    app.put_fn(
+        "broken",
+        json!({"endpoint": broken.url(), "max_attempts": 2, "backoff": {"initial": "10ms"}}),
+    )
+    .await;
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let id = app.submit("broken", "x", &[("traceparent", tp)]).await;
+    app.wait_status(&id, "Failed", T).await;
+    let mut lines = Vec::new();
+    wait_for("two attempt log lines", T, || {
+        let found: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "attempt failed")
+            .collect();
+        let done = found.len() == 2;
+        lines = found;
+        async move { done }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["fields"]["outcome"], "FunctionError", "{line}");
+        let span = &line["span"];
+        assert_eq!(span["name"], "attempt", "{line}");
+        assert_eq!(span["attempt"], n as u64 + 1, "{line}");
+        assert_eq!(span["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{line}");
+        let task = line["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "task")
+            .unwrap();
+        assert_eq!(task["task_id"], id.as_str(), "{line}");
+        assert_eq!(task["function"], "broken", "{line}");
+    }
+}
