@@ -55,6 +55,23 @@ pub enum Command {
         /// late each call comes after that moment.
         #[arg(long)]
         due_in: Option<crate::duration::Dur>,
+        /// Submit at this steady rate (tasks/s) rather than as fast as possible: the latency of
+        /// a lightly loaded service.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Call this endpoint instead of the built-in no-op one (queue and run latencies then
+        /// come from the records).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Tasks submitted over HTTP `:batch` after the NATS ones (default: a tenth of --tasks).
+        #[arg(long)]
+        http_tasks: Option<usize>,
+        /// The bench function's concurrency.max.
+        #[arg(long, default_value_t = 256)]
+        concurrency: u32,
+        /// Skip the raw JetStream publish+consume measurement.
+        #[arg(long)]
+        no_raw: bool,
     },
 }
 
@@ -448,13 +465,26 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             payload,
             nats_url,
             due_in,
+            rate,
+            endpoint,
+            http_tasks,
+            concurrency,
+            no_raw,
         } => {
+            if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                anyhow::bail!("--rate must be a positive number of tasks per second");
+            }
             crate::bench::run(crate::bench::BenchArgs {
                 tasks,
                 payload,
                 nats_url,
+                endpoint,
                 json,
                 due_in,
+                rate,
+                http_tasks: http_tasks.unwrap_or(tasks / 10),
+                concurrency: concurrency.max(1),
+                no_raw,
             })
             .await?;
         }
