@@ -100,7 +100,12 @@ pub struct Raw {
     pub per_s: f64,
 }
 
-async fn measure_raw(client: &async_nats::Client, n: usize, payload: &bytes::Bytes, hidden: bool) -> anyhow::Result<Raw> {
+async fn measure_raw(
+    client: &async_nats::Client,
+    n: usize,
+    payload: &bytes::Bytes,
+    hidden: bool,
+) -> anyhow::Result<Raw> {
     let js = jetstream::new(client.clone());
     let run = uuid::Uuid::now_v7().simple().to_string();
     let name = format!("JETASK_BENCH_RAW_{run}");
@@ -196,7 +201,10 @@ struct Seen {
 
 impl Seen {
     fn number(&self, id: &str) -> Option<usize> {
-        id.strip_prefix(&self.prefix)?.parse().ok().filter(|n| *n < self.called.len())
+        id.strip_prefix(&self.prefix)?
+            .parse()
+            .ok()
+            .filter(|n| *n < self.called.len())
     }
 }
 
@@ -484,7 +492,10 @@ fn print_table(r: &serde_json::Value) {
         r["tasks"],
         r["finished"],
         r["payload_bytes"],
-        r["rate"].as_f64().map(|x| format!(", paced at {x}/s")).unwrap_or_default()
+        r["rate"]
+            .as_f64()
+            .map(|x| format!(", paced at {x}/s"))
+            .unwrap_or_default()
     );
     println!("submissions/s NATS   {}", n(&r["submit_per_s"]));
     println!("submissions/s HTTP   {}", n(&r["http_submit_per_s"]));
@@ -509,7 +520,10 @@ fn print_table(r: &serde_json::Value) {
             l["max"].as_f64().unwrap_or(0.0)
         );
     }
-    println!("peak RSS MB          {}  (the bench process: jetask, client and no-op endpoint)", n(&r["rss_mb"]));
+    println!(
+        "peak RSS MB          {}  (the bench process: jetask, client and no-op endpoint)",
+        n(&r["rss_mb"])
+    );
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
