@@ -1,6 +1,7 @@
 //! The pure code on every task's path, measured without I/O: `cargo bench`.
 //! Per task, dispatch runs one submission parse, four transitions, three record encodings (one
 //! per write), one decoding (the dispatcher's read) and four event encodings.
+#![allow(clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use jetask::machine::{self, Event, NewTask};
