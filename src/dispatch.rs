@@ -396,8 +396,12 @@ async fn attempt(
     acker: &Acker,
     persist: bool,
 ) -> Result<Versioned, Settle> {
-    let trace = crate::trace::TraceContext::of_task(v.record.traceparent.as_deref(), &v.record.id);
-    let span = tracing::info_span!("attempt", attempt = v.record.attempts, trace_id = %trace.trace_id);
+    let span = tracing::info_span!("attempt", attempt = v.record.attempts, trace_id = tracing::field::Empty);
+    // Deriving a trace ID costs a hash: only when the span is logged.
+    if !span.is_disabled() {
+        let trace = crate::trace::TraceContext::of_task(v.record.traceparent.as_deref(), &v.record.id);
+        span.record("trace_id", tracing::field::display(&trace.trace_id));
+    }
     run_attempt(ctx, v, spec, acker, persist).instrument(span).await
 }
 
