@@ -4,7 +4,9 @@
 //! is acknowledged only once its outcome is recorded: a crash at any point loses nothing.
 
 use crate::function::FunctionSpec;
+use crate::function::RateLimit;
 use crate::invoke::{self, Call};
+use crate::limits::{self, Reservations};
 use crate::machine::{self, Event};
 use crate::outcome::{self, Outcome};
 use crate::records::{self, CommitError};
@@ -17,10 +19,12 @@ use crate::task::{ErrorType, Status, TaskError};
 use crate::time::Timestamp;
 use async_nats::jetstream::{self, message::Acker, AckKind};
 use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -67,16 +71,136 @@ async fn consumer_functions(ctx: &Ctx) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The concurrency this replica allows a function.
-fn slots(spec: Option<&FunctionSpec>) -> usize {
-    spec.map(|s| s.concurrency.max as usize).unwrap_or(16).max(1)
+/// A function's `rate_limit`, this replica's share of it, enforced with governor before pulling.
+#[derive(Default)]
+struct FunctionRate {
+    current: Option<(RateLimit, usize, Arc<DefaultDirectRateLimiter>)>,
+}
+
+impl FunctionRate {
+    fn limiter(&mut self, limit: &RateLimit, replicas: usize) -> Arc<DefaultDirectRateLimiter> {
+        match &self.current {
+            Some((l, n, lim)) if l == limit && *n == replicas => lim.clone(),
+            _ => {
+                let share = limits::rate_share(limit, replicas);
+                let lim = Arc::new(RateLimiter::direct(limits::quota(&share)));
+                self.current = Some((limit.clone(), replicas, lim.clone()));
+                lim
+            }
+        }
+    }
+}
+
+/// A function's `user_rate_limit`: each user's tasks get start times at the user's rate (this
+/// replica's share of it); a task whose time has not come is parked in JetStream until then.
+struct UserRates {
+    current: Option<(RateLimit, usize)>,
+    reservations: Reservations,
+    /// Tasks parked until their reserved start, so that they are not charged again on return.
+    parked: HashMap<String, Instant>,
+    origin: Instant,
+    pruned: Instant,
+}
+
+impl UserRates {
+    fn new() -> UserRates {
+        let none = RateLimit {
+            per_second: 1.0,
+            burst: 1,
+        };
+        UserRates {
+            current: None,
+            reservations: Reservations::new(&none),
+            parked: HashMap::new(),
+            origin: Instant::now(),
+            pruned: Instant::now(),
+        }
+    }
+
+    /// How long task `id` of `user` must still wait; `None`: it may start now.
+    fn wait(&mut self, id: &str, user: &str, limit: &RateLimit, replicas: usize) -> Option<Duration> {
+        if self.current.as_ref() != Some(&(limit.clone(), replicas)) {
+            self.reservations = Reservations::new(&limits::rate_share(limit, replicas));
+            self.current = Some((limit.clone(), replicas));
+        }
+        let now = Instant::now();
+        if now.duration_since(self.pruned) > Duration::from_secs(60) {
+            self.pruned = now;
+            self.reservations.prune(now - self.origin);
+            // Parked tasks that came back to another replica.
+            self.parked.retain(|_, due| *due + Duration::from_secs(60) > now);
+        }
+        if let Some(due) = self.parked.remove(id) {
+            if due <= now + Duration::from_millis(2) {
+                return None;
+            }
+            self.parked.insert(id.to_string(), due);
+            return Some(due - now);
+        }
+        let wait = self.reservations.reserve(user, now - self.origin);
+        if wait <= Duration::from_millis(2) {
+            return None;
+        }
+        self.parked.insert(id.to_string(), now + wait);
+        Some(wait)
+    }
+}
+
+/// The task ID and user a submission names in its headers (as `submission` reads them).
+fn id_and_user(msg: &jetstream::Message) -> (String, String) {
+    let header = |k: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(k))
+            .map(|v| v.as_str().trim().to_string())
+    };
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let id = header(subjects::headers::MSG_ID)
+        .filter(|id| crate::task::valid_task_id(id))
+        .unwrap_or_else(|| crate::task::id_from_sequence(seq));
+    let user = header(subjects::headers::USER)
+        .filter(|u| crate::task::valid_task_id(u))
+        .unwrap_or_else(|| "default".to_string());
+    (id, user)
+}
+
+/// Parks a submission in JetStream for `wait` (a delayed redelivery): no slot, no read.
+fn park(msg: jetstream::Message, wait: Duration) {
+    tokio::spawn(async move {
+        if let Err(e) = msg.ack_with(AckKind::Nak(Some(wait))).await {
+            tracing::warn!(error = %e, "cannot park a task; it comes back after the ack wait");
+        }
+    });
+}
+
+/// Notes in a waiting task's record why it waits (once: the same note is not repeated).
+async fn note_wait(ctx: &Ctx, id: &str, why: &str) {
+    for _ in 0..20 {
+        let v = match ctx.tasks.get(id).await {
+            Ok(Some(v)) => v,
+            // Intake records a submission in parallel with its first delivery: soon there.
+            Ok(None) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        let Some(noted) = machine::note_wait(&v.record, why, Timestamp::now()) else {
+            return;
+        };
+        match ctx.tasks.update(&noted, v.revision).await {
+            Err(StoreError::Conflict) => continue,
+            _ => return,
+        }
+    }
 }
 
 async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, attempts: TaskTracker) {
     let ack_wait = ctx.config.dispatch.ack_wait.0;
-    let mut limit = slots(ctx.registry.get(&name).as_deref());
-    let sem = Arc::new(Semaphore::new(limit));
-    let mut first_round = true;
+    let slots = ctx.replicas.slots(&name);
+    let mut shown_limit = None;
+    let mut rate = FunctionRate::default();
+    let mut users = UserRates::new();
     let mut consumer = None;
     while !stop.is_cancelled() {
         let c = match &consumer {
@@ -92,43 +216,56 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
                 }
             },
         };
-        // Follow changes of the function's concurrency.
-        let wanted = slots(ctx.registry.get(&name).as_deref());
-        if wanted > limit {
-            sem.add_permits(wanted - limit);
-        } else if wanted < limit {
-            sem.forget_permits(limit - wanted);
+        // This replica's part of the function's concurrency, given what the others hold.
+        let spec = ctx.registry.get(&name);
+        let total = spec.as_deref().map_or(16, |s| s.concurrency.max).max(1);
+        let limit = ctx.replicas.concurrency(&name, total);
+        if shown_limit != Some(limit) {
+            ctx.metrics.set_concurrency_limit(&name, limit as usize);
+            shown_limit = Some(limit);
         }
-        if wanted != limit || first_round {
-            ctx.metrics.set_concurrency_limit(&name, wanted);
-            first_round = false;
-        }
-        limit = wanted;
-
-        let first = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let mut permits = first;
-        let extra = sem.available_permits().min(MAX_BATCH - 1);
-        if extra > 0 {
-            if let Ok(more) = sem.clone().try_acquire_many_owned(extra as u32) {
-                permits.merge(more);
+        let free = limit.saturating_sub(slots.in_flight.load(Ordering::Acquire)) as usize;
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = slots.freed.notified() => {}
+                _ = ctx.replicas.peers_changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
+            continue;
         }
-        let n = permits.num_permits();
-        let batch = c
-            .batch()
-            .max_messages(n)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await;
+        // Pull no more than the rate allows now: messages held back would time out.
+        let mut want = free.min(MAX_BATCH);
+        let mut waited = None;
+        let rate_limit = spec.as_deref().and_then(|s| s.rate_limit.clone());
+        if let Some(rl) = &rate_limit {
+            let limiter = rate.limiter(rl, ctx.replicas.count());
+            if limiter.check().is_err() {
+                ctx.metrics.throttled(&name, "function");
+                let since = Instant::now();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = limiter.until_ready() => {}
+                }
+                waited = Some(since.elapsed());
+            }
+            let mut n = 1;
+            while n < want && limiter.check().is_ok() {
+                n += 1;
+            }
+            want = n;
+        }
+        let expires = if rate_limit.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        let batch = c.batch().max_messages(want).expires(expires).messages().await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(function = %name, error = %e, "pull failed; retrying");
                 consumer = None;
-                drop(permits);
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
@@ -144,19 +281,28 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
                 Some(Ok(msg)) => {
                     // A task not yet due waits in JetStream, holding no slot and costing no read.
                     if let Some(wait) = not_yet_due(&ctx, &msg) {
-                        tokio::spawn(async move {
-                            if let Err(e) = msg.ack_with(AckKind::Nak(Some(wait))).await {
-                                tracing::warn!(error = %e, "cannot park a delayed task; it comes back after the ack wait");
-                            }
-                        });
+                        park(msg, wait);
                         continue;
                     }
-                    let Some(permit) = permits.split(1) else { break };
-                    let ctx = ctx.clone();
-                    let name = name.clone();
+                    if let Some(url) = spec.as_deref().and_then(|s| s.user_rate_limit.as_ref()) {
+                        let (id, user) = id_and_user(&msg);
+                        let first = !users.parked.contains_key(&id);
+                        if let Some(wait) = users.wait(&id, &user, url, ctx.replicas.count()) {
+                            ctx.metrics.throttled(&name, "user");
+                            park(msg, wait);
+                            if first {
+                                let ctx = ctx.clone();
+                                let why = format!("waiting for user_rate_limit of user {user}");
+                                tokio::spawn(async move { note_wait(&ctx, &id, &why).await });
+                            }
+                            continue;
+                        }
+                    }
+                    ctx.replicas.attempt(&slots, true);
+                    let (ctx, name, slots) = (ctx.clone(), name.clone(), slots.clone());
                     attempts.spawn(async move {
-                        handle(&ctx, &name, msg).await;
-                        drop(permit);
+                        handle(&ctx, &name, msg, waited).await;
+                        ctx.replicas.attempt(&slots, false);
                     });
                 }
                 Some(Err(e)) => {
@@ -199,7 +345,7 @@ enum Settle {
 }
 
 /// Handles one delivery of a submission.
-async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
+async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Option<Duration>) {
     let Ok(info) = msg.info() else { return };
     let (seq, delivered) = (info.stream_sequence, info.delivered);
     let accepted_at = Timestamp(info.published.timestamp_millis());
@@ -243,6 +389,17 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message) {
             }
             Versioned { record, revision: 0 }
         };
+        let mut task = task;
+        // A wait for the function's rate limit goes into the history with the start.
+        if let Some(w) = waited.filter(|w| *w >= Duration::from_millis(1)) {
+            let why = format!(
+                "waited {} for rate_limit",
+                crate::duration::Dur(Duration::from_millis(w.as_millis() as u64))
+            );
+            if let Some(noted) = machine::note_wait(&task.record, &why, Timestamp::now()) {
+                task.record = noted;
+            }
+        }
         drive(ctx, task, spec.as_deref(), &acker, persist).await
     }
     .instrument(span)

@@ -10,14 +10,14 @@
 //! - [`task`]: the task record, states, IDs; [`machine`]: the lifecycle state machine;
 //! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
 //! - [`submission`]: reading a submission's headers; [`function`]: function policies;
-//! - [`schedule`]: recurring schedules, which moment is due;
+//! - [`schedule`]: recurring schedules, which moment is due; [`limits`]: shares of limits, rate reservations;
 //! - [`signing`]: Standard Webhooks signatures; [`trace`]: W3C trace context;
 //! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
 //!
 //! The shell around it:
 //! - [`setup`]: connect, create streams, consumers and buckets;
 //! - [`store`]: records and functions in KV; [`follow`]: bucket followers and consumer loops; [`records`]: apply + write + publish events;
-//! - [`registry`]: every replica's view of functions; [`index`]: the list index;
+//! - [`registry`]: every replica's view of functions; [`replicas`]: who is alive, what each holds; [`index`]: the list index;
 //! - [`scheduler`]: fires schedules on every replica, once per moment;
 //! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
 //! - [`callback`]: results out to webhooks, NATS subjects and other functions;
@@ -42,6 +42,7 @@ pub mod function;
 pub mod index;
 pub mod intake;
 pub mod invoke;
+pub mod limits;
 pub mod machine;
 pub mod metrics;
 pub mod nats_api;
@@ -49,6 +50,7 @@ pub mod ops;
 pub mod outcome;
 pub mod records;
 pub mod registry;
+pub mod replicas;
 pub mod retry;
 pub mod schedule;
 pub mod scheduler;

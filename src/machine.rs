@@ -207,6 +207,25 @@ pub fn mark_async(record: &TaskRecord) -> Result<TaskRecord, InvalidTransition> 
     Ok(r)
 }
 
+/// Notes in a waiting task's history why it waits (a rate limit), without changing its state;
+/// `None` when it is not waiting or the same note is already the last entry (a task throttled
+/// again and again keeps one line).
+pub fn note_wait(record: &TaskRecord, why: &str, now: Timestamp) -> Option<TaskRecord> {
+    if !matches!(record.status, Status::Enqueued | Status::Dequeued | Status::Retrying) {
+        return None;
+    }
+    if record.events.last().and_then(|e| e.detail.as_deref()) == Some(why) {
+        return None;
+    }
+    let mut r = record.clone();
+    r.events.push(EventEntry {
+        status: r.status,
+        at: now,
+        detail: Some(why.to_string()),
+    });
+    Some(r)
+}
+
 /// A long task's heartbeat: accepted while `Running`, refused in any other state.
 pub fn heartbeat(record: &TaskRecord, now: Timestamp) -> Result<TaskRecord, InvalidTransition> {
     if record.status != Status::Running {
@@ -590,5 +609,19 @@ mod tests {
             t.effects,
             vec![Effect::Emit(Enqueued), Effect::Emit(Invalid), Effect::Finish]
         );
+    }
+
+    #[test]
+    fn a_wait_is_noted_once_in_the_history_of_a_waiting_task_only() {
+        let r = new_record();
+        let noted = note_wait(&r, "waiting for user_rate_limit", at(5)).unwrap();
+        assert_eq!(noted.status, Status::Enqueued);
+        assert_eq!(noted.events.len(), r.events.len() + 1);
+        assert_eq!(
+            noted.events.last().unwrap().detail.as_deref(),
+            Some("waiting for user_rate_limit")
+        );
+        assert_eq!(note_wait(&noted, "waiting for user_rate_limit", at(6)), None);
+        assert_eq!(note_wait(&first_attempt_running(), "x", at(7)), None);
     }
 }

@@ -30,6 +30,7 @@ pub struct Ctx {
     pub schedules: Arc<crate::scheduler::Schedules>,
     pub http: reqwest::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub replicas: Arc<crate::replicas::Replicas>,
 }
 
 impl Ctx {
@@ -99,6 +100,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         schedules: Arc::new(crate::scheduler::Schedules::default()),
         http: crate::invoke::http_client(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        replicas: Arc::new(crate::replicas::Replicas::new()),
         config: config.clone(),
         nats,
     });
@@ -155,6 +157,18 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
     background.spawn(crate::nats_api::run(ctx.clone(), api_ready, shutdown.clone()));
     let _ = ready.await;
     background.spawn(intake::run(ctx.clone(), shutdown.clone()));
+    // Shares of limits start from the replicas alive now.
+    if let Err(e) = ctx.replicas.load(&ctx.nats.replicas).await {
+        tracing::warn!(error = %e, "cannot read the other replicas; limits start as if alone");
+    }
+    // Presence outlives the dispatch loops: the attempts still draining at shutdown must stay
+    // counted by the other replicas until they are over.
+    let presence_stop = CancellationToken::new();
+    let presence = tokio::spawn(
+        ctx.replicas
+            .clone()
+            .run(ctx.nats.replicas.clone(), presence_stop.clone()),
+    );
     background.spawn(
         ctx.schedules
             .clone()
@@ -179,6 +193,8 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         let shutdown = shutdown.clone();
         let client = ctx.nats.client.clone();
         let index = ctx.index.clone();
+        let replicas = ctx.replicas.clone();
+        let presence_kv = ctx.nats.replicas.clone();
         async move {
             shutdown.cancelled().await;
             tracing::info!("shutting down: no new work; waiting for attempts in flight");
@@ -186,6 +202,9 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
             if tokio::time::timeout(grace, attempts.wait()).await.is_err() {
                 tracing::warn!("grace period over; unfinished attempts are left to redelivery");
             }
+            presence_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), presence).await;
+            replicas.leave(&presence_kv).await;
             background.close();
             let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
             http_stop.cancel();

@@ -30,6 +30,7 @@ pub struct Nats {
     pub functions: kv::Store,
     pub schedules: kv::Store,
     pub fires: kv::Store,
+    pub replicas: kv::Store,
     pub submit: stream::Stream,
     pub callbacks: stream::Stream,
 }
@@ -161,6 +162,18 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     )
     .await?;
 
+    // Presence only: a minute of history is plenty (replicas rewrite their key twice a second).
+    let presence = ensure_bucket(
+        &js,
+        bucket(
+            subjects::REPLICAS_BUCKET,
+            "jetask replicas alive and their concurrency holdings",
+            1,
+            Duration::from_secs(60),
+        ),
+    )
+    .await?;
+
     let callbacks = ensure_stream(
         &js,
         stream::Config {
@@ -196,6 +209,7 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         functions,
         schedules,
         fires,
+        replicas: presence,
         submit,
         callbacks,
     })

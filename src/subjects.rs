@@ -14,6 +14,8 @@ pub const FUNCTIONS_BUCKET: &str = "JETASK_FUNCTIONS";
 pub const SCHEDULES_BUCKET: &str = "JETASK_SCHEDULES";
 /// Bucket of each schedule's last handled moment (milliseconds since the epoch).
 pub const FIRES_BUCKET: &str = "JETASK_SCHEDULE_FIRES";
+/// Which replicas are alive and what they hold of each function's concurrency.
+pub const REPLICAS_BUCKET: &str = "JETASK_REPLICAS";
 /// Work-queue stream of result deliveries (webhooks, NATS subjects, chained functions).
 pub const CALLBACK_STREAM: &str = "JETASK_CALLBACKS";
 pub const CALLBACK_DELIVER: &str = "jetask.callback.deliver";

@@ -367,6 +367,8 @@ pub struct Receiver {
     inflight: Arc<std::sync::atomic::AtomicI64>,
     /// Calls whose connection closed before the answer was sent.
     pub aborted: Arc<std::sync::atomic::AtomicUsize>,
+    /// The most calls ever in flight at once.
+    peak: Arc<std::sync::atomic::AtomicI64>,
 }
 
 struct InflightGuard {
@@ -390,11 +392,14 @@ impl Receiver {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let inflight = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let aborted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (c2, i2, a2) = (calls.clone(), inflight.clone(), aborted.clone());
+        let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let (c2, i2, a2, p2) = (calls.clone(), inflight.clone(), aborted.clone(), peak.clone());
         let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let (calls, script, inflight, aborted) = (c2.clone(), script.clone(), i2.clone(), a2.clone());
+            let (calls, script, inflight, aborted, peak) =
+                (c2.clone(), script.clone(), i2.clone(), a2.clone(), p2.clone());
             async move {
-                inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let now = inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                 let mut guard = InflightGuard {
                     inflight,
                     aborted,
@@ -450,6 +455,7 @@ impl Receiver {
             calls,
             inflight,
             aborted,
+            peak,
         }
     }
 
@@ -467,6 +473,11 @@ impl Receiver {
 
     pub fn inflight(&self) -> i64 {
         self.inflight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most calls that were ever in flight at once.
+    pub fn peak(&self) -> i64 {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn aborted(&self) -> usize {

@@ -1,0 +1,214 @@
+//! Which replicas are alive, and what each holds of every function's concurrency: each replica
+//! puts its record in the `JETASK_REPLICAS` bucket every half second and whenever its holdings
+//! change, and follows everyone else's. A replica not heard from for [`STALE`] is taken as gone
+//! (a clean shutdown deletes its key at once). The shares themselves are computed in
+//! [`crate::limits`].
+
+use crate::limits::{self, Peer};
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How often a replica says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Silence after which a replica is taken as gone.
+pub const STALE: Duration = Duration::from_secs(3);
+/// Shortest gap between two records of one replica.
+const MIN_GAP: Duration = Duration::from_millis(20);
+
+/// A replica's record in the bucket.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    /// Per function: the larger of its concurrency limit and its attempts in flight.
+    holding: HashMap<String, u32>,
+}
+
+/// One function's slots on this replica.
+#[derive(Debug, Default)]
+pub struct Slots {
+    pub limit: AtomicU32,
+    pub in_flight: AtomicU32,
+    /// An attempt ended.
+    pub freed: Notify,
+}
+
+impl Slots {
+    fn holding(&self) -> u32 {
+        self.limit
+            .load(Ordering::Acquire)
+            .max(self.in_flight.load(Ordering::Acquire))
+    }
+}
+
+pub struct Replicas {
+    pub id: String,
+    peers: Mutex<HashMap<String, (Peer, Instant)>>,
+    slots: Mutex<HashMap<String, Arc<Slots>>>,
+    /// Our holdings changed: publish soon.
+    dirty: Notify,
+    /// Someone else's record changed: limits may have moved.
+    pub peers_changed: Notify,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Replicas {
+    pub fn new() -> Replicas {
+        Replicas {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            peers: Mutex::default(),
+            slots: Mutex::default(),
+            dirty: Notify::new(),
+            peers_changed: Notify::new(),
+        }
+    }
+
+    /// The other replicas alive now.
+    pub fn others(&self) -> Vec<Peer> {
+        let now = Instant::now();
+        self.peers
+            .lock()
+            .map(|p| {
+                p.values()
+                    .filter(|(_, seen)| now.duration_since(*seen) < STALE)
+                    .map(|(peer, _)| peer.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Replicas alive, this one included.
+    pub fn count(&self) -> usize {
+        self.others().len() + 1
+    }
+
+    pub fn slots(&self, function: &str) -> Arc<Slots> {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        s.entry(function.to_string()).or_default().clone()
+    }
+
+    /// The attempts of `function` this replica may run now, out of `total` for all replicas;
+    /// published as part of this replica's holding.
+    pub fn concurrency(&self, function: &str, total: u32) -> u32 {
+        let limit = limits::concurrency(total, function, &self.id, &self.others());
+        let slots = self.slots(function);
+        if slots.limit.swap(limit, Ordering::AcqRel) != limit {
+            self.dirty.notify_one();
+        }
+        limit
+    }
+
+    /// An attempt of `function` started (`+1`) or ended (`-1`).
+    pub fn attempt(&self, slots: &Slots, started: bool) {
+        if started {
+            slots.in_flight.fetch_add(1, Ordering::AcqRel);
+        } else {
+            slots.in_flight.fetch_sub(1, Ordering::AcqRel);
+            slots.freed.notify_one();
+        }
+        // Only a holding above the limit is news to the others.
+        if slots.in_flight.load(Ordering::Acquire) >= slots.limit.load(Ordering::Acquire) {
+            self.dirty.notify_one();
+        }
+    }
+
+    fn record(&self) -> Record {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        Record {
+            id: self.id.clone(),
+            holding: slots.iter().map(|(f, s)| (f.clone(), s.holding())).collect(),
+        }
+    }
+
+    fn seen(&self, r: Record) {
+        if r.id == self.id {
+            return;
+        }
+        if let Ok(mut p) = self.peers.lock() {
+            p.insert(
+                r.id.clone(),
+                (
+                    Peer {
+                        id: r.id,
+                        holding: r.holding,
+                    },
+                    Instant::now(),
+                ),
+            );
+        }
+        self.peers_changed.notify_waiters();
+    }
+
+    fn gone(&self, id: &str) {
+        if let Ok(mut p) = self.peers.lock() {
+            p.remove(id);
+        }
+        self.peers_changed.notify_waiters();
+    }
+
+    /// Reads the replicas alive now, before this one dispatches anything.
+    pub async fn load(&self, kv: &kv::Store) -> Result<(), String> {
+        use futures::StreamExt;
+        let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(|e| e.to_string())?;
+            if let Ok(Some(entry)) = kv.entry(&k).await {
+                let age = chrono::Utc::now() - entry.created;
+                let fresh = age.num_milliseconds() < STALE.as_millis() as i64;
+                if let (true, Ok(r)) = (fresh, serde_json::from_slice::<Record>(&entry.value)) {
+                    self.seen(r);
+                }
+            }
+        }
+        self.publish(kv).await;
+        Ok(())
+    }
+
+    async fn publish(&self, kv: &kv::Store) {
+        let body = serde_json::to_vec(&self.record()).unwrap_or_default();
+        if let Err(e) = kv.put(&self.id, body.into()).await {
+            tracing::warn!(error = %e, "cannot publish this replica's presence");
+        }
+    }
+
+    /// Publishes this replica's record and follows the others' until `shutdown`; then removes
+    /// its record so that the others take over its shares at once.
+    pub async fn run(self: Arc<Self>, kv: kv::Store, shutdown: CancellationToken) {
+        let follower = tokio::spawn({
+            let me = self.clone();
+            let kv = kv.clone();
+            let stop = shutdown.clone();
+            async move {
+                crate::follow::follow_bucket::<Record>(kv, "replicas", stop, |f| match f {
+                    crate::follow::Followed::Put(r) => me.seen(r),
+                    crate::follow::Followed::Removed(id) => me.gone(&id),
+                })
+                .await
+            }
+        });
+        loop {
+            self.publish(&kv).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.dirty.notified() => tokio::time::sleep(MIN_GAP).await,
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+            }
+        }
+        let _ = follower.await;
+    }
+
+    /// Removes this replica's record (at shutdown, once its attempts are over).
+    pub async fn leave(&self, kv: &kv::Store) {
+        let _ = kv.delete(&self.id).await;
+    }
+}

@@ -1,0 +1,184 @@
+//! Flow control across replicas: `concurrency.max` and `rate_limit` hold for all replicas
+//! together, `user_rate_limit` for each user separately, and a throttled task only waits.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn metric(app: &App, series: &str) -> Option<f64> {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Two replicas on one NATS server, each having seen the other.
+async fn two_replicas(nats: &NatsServer) -> (App, App) {
+    let a = start_app(config(nats)).await;
+    let b = start_app(config(nats)).await;
+    let (ra, rb) = (
+        a.svc.as_ref().unwrap().ctx.replicas.clone(),
+        b.svc.as_ref().unwrap().ctx.replicas.clone(),
+    );
+    wait_for("replicas to see each other", T, || async {
+        ra.count() == 2 && rb.count() == 2
+    })
+    .await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn concurrency_max_holds_across_two_replicas_and_moves_to_the_survivor() {
+    let nats = NatsServer::start();
+    let (a, b) = two_replicas(&nats).await;
+    let slow = Receiver::start(|_, _| Reply::After(Duration::from_millis(150), Box::new(Reply::ok("")))).await;
+    a.put_fn("slow", json!({"endpoint": slow.url(), "concurrency": {"max": 3}}))
+        .await;
+    let js = nats.jetstream().await;
+    for i in 0..40 {
+        publish(&js, "slow", b"x", &[("Nats-Msg-Id", &format!("c{i}"))]).await;
+    }
+    for i in 0..40 {
+        a.wait_status(&format!("c{i}"), "Succeeded", T).await;
+    }
+    assert!(slow.peak() <= 3, "{} calls were in flight at once", slow.peak());
+    assert_eq!(slow.peak(), 3, "the whole limit is used");
+    let limit = "jetask_concurrency_limit{function=\"slow\"}";
+    let (la, lb) = (metric(&a, limit).await.unwrap(), metric(&b, limit).await.unwrap());
+    assert_eq!(la + lb, 3.0, "shares {la} + {lb}");
+    // b leaves: a takes the whole limit.
+    b.stop().await;
+    wait_for("the survivor to take the whole limit", T, || async {
+        metric(&a, limit).await == Some(3.0)
+    })
+    .await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_holds_across_two_replicas_within_ten_percent_over_ten_seconds() {
+    let nats = NatsServer::start();
+    let (a, b) = two_replicas(&nats).await;
+    let rx = Receiver::start(|_, _| Reply::ok("")).await;
+    a.put_fn(
+        "paced",
+        json!({"endpoint": rx.url(), "rate_limit": {"per_second": 40, "burst": 2}, "concurrency": {"max": 64}}),
+    )
+    .await;
+    let js = nats.jetstream().await;
+    let n = 500;
+    for i in 0..n {
+        publish(&js, "paced", b"x", &[("Nats-Msg-Id", &format!("r{i}"))]).await;
+    }
+    let calls = rx.wait_calls(n, Duration::from_secs(40)).await;
+    let starts: Vec<Instant> = calls.iter().map(|c| c.at).collect();
+    let (first, last) = (starts[0], *starts.last().unwrap());
+    let window = Duration::from_secs(10);
+    let mut checked = 0;
+    let mut t = first;
+    while t + window <= last {
+        let count = starts.iter().filter(|s| **s >= t && **s < t + window).count();
+        // 400 in 10 s at 40/s; the bursts (2 per replica) may add a few at the start.
+        assert!(
+            (360..=444).contains(&count),
+            "{count} calls in the 10 s from +{:?}",
+            t - first
+        );
+        checked += 1;
+        t += Duration::from_millis(250);
+    }
+    assert!(checked >= 4, "the run lasted {:?}", last - first);
+    let waits = metric(&a, "jetask_throttled_total{function=\"paced\",scope=\"function\"}").await;
+    assert!(waits.unwrap_or(0.0) > 0.0);
+    // Every task ran once: throttling never fails a task.
+    for i in [0, n / 2, n - 1] {
+        let t = a.wait_status(&format!("r{i}"), "Succeeded", T).await;
+        assert_eq!(t["attempts"], 1);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_users_rate_limit_holds_back_only_that_user_and_the_record_says_why() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let rx = Receiver::start(|_, _| Reply::ok("")).await;
+    app.put_fn(
+        "per-user",
+        json!({"endpoint": rx.url(), "user_rate_limit": {"per_second": 10, "burst": 1}}),
+    )
+    .await;
+    let js = nats.jetstream().await;
+    for i in 0..30 {
+        publish(
+            &js,
+            "per-user",
+            b"x",
+            &[("Nats-Msg-Id", &format!("ann{i}")), ("Jetask-User", "ann")],
+        )
+        .await;
+    }
+    let bob_sent = Instant::now();
+    publish(
+        &js,
+        "per-user",
+        b"x",
+        &[("Nats-Msg-Id", "bob0"), ("Jetask-User", "bob")],
+    )
+    .await;
+    let bob = app.wait_status("bob0", "Succeeded", T).await;
+    let bob_call = rx.calls().into_iter().find(|c| c.task_id() == "bob0").unwrap();
+    assert!(
+        bob_call.at.duration_since(bob_sent) < Duration::from_secs(1),
+        "bob waited {:?} behind ann's backlog",
+        bob_call.at.duration_since(bob_sent)
+    );
+    assert_eq!(bob["attempts"], 1);
+    let mut last = serde_json::Value::Null;
+    for i in 0..30 {
+        last = app.wait_status(&format!("ann{i}"), "Succeeded", T).await;
+        assert_eq!(last["attempts"], 1, "throttling never uses an attempt");
+    }
+    let ann: Vec<Instant> = rx
+        .calls()
+        .into_iter()
+        .filter(|c| c.task_id().starts_with("ann"))
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(ann.len(), 30);
+    for (i, s) in ann.iter().enumerate() {
+        let within = ann[i..]
+            .iter()
+            .take_while(|x| **x < *s + Duration::from_secs(1))
+            .count();
+        assert!(within <= 11, "{within} of ann's calls within 1 s");
+    }
+    let span = *ann.last().unwrap() - ann[0];
+    assert!(span >= Duration::from_millis(2700), "30 calls at 10/s took {span:?}");
+    let notes: Vec<String> = last["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        notes.iter().any(|d| d == "waiting for user_rate_limit of user ann"),
+        "{notes:?}"
+    );
+    let waits = metric(&app, "jetask_throttled_total{function=\"per-user\",scope=\"user\"}").await;
+    assert!(waits.unwrap_or(0.0) >= 20.0);
+    app.stop().await;
+}
