@@ -107,6 +107,107 @@ impl Reservations {
     }
 }
 
+/// How an attempt's answer bears on the endpoint's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Answered (any 2xx or 4xx): its latency says how loaded the endpoint is.
+    Answered,
+    /// 429/503 or a timeout: the endpoint is past its capacity.
+    Overloaded,
+    /// Says nothing about load (a connection refused, a 500).
+    Neutral,
+}
+
+/// Adaptive concurrency (`concurrency.adaptive`), AIMD in the style of Netflix's
+/// concurrency-limits: while the limit is in use (work is queued) and the latency holds near the
+/// best recently seen, the limit grows — by one per answer at first (doubling per round trip),
+/// then by one per limit's worth of answers; an overload answer cuts it by 30%, a smoothed
+/// latency past twice the baseline by 10%, at most once per round trip. Time is passed in, as
+/// time since a fixed origin.
+#[derive(Clone, Debug)]
+pub struct Adaptive {
+    min: f64,
+    max: f64,
+    limit: f64,
+    /// Doubling until the first sign of load.
+    slow_start: bool,
+    /// The best latency of the current and the previous window: the endpoint unloaded.
+    baseline: Option<Duration>,
+    window_best: Option<Duration>,
+    window_start: Duration,
+    /// Smoothed latency (EWMA).
+    smoothed: Option<f64>,
+    last_cut: Option<Duration>,
+}
+
+/// How long a baseline latency is trusted before the next window's best replaces it.
+const BASELINE_WINDOW: Duration = Duration::from_secs(10);
+/// Latency within this factor of the baseline (plus [`LATENCY_SLACK`]) "holds".
+const TOLERANCE: f64 = 2.0;
+const LATENCY_SLACK: Duration = Duration::from_millis(5);
+
+impl Adaptive {
+    /// Starts at `initial` within `min..=max`.
+    pub fn new(min: u32, max: u32, initial: u32) -> Adaptive {
+        let (min, max) = (f64::from(min.max(1)), f64::from(max.max(min).max(1)));
+        Adaptive {
+            min,
+            max,
+            limit: f64::from(initial).clamp(min, max),
+            slow_start: true,
+            baseline: None,
+            window_best: None,
+            window_start: Duration::ZERO,
+            smoothed: None,
+            last_cut: None,
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit.floor() as u32
+    }
+
+    fn cut(&mut self, now: Duration, factor: f64, spacing: Duration) {
+        if self.last_cut.is_some_and(|at| now.saturating_sub(at) < spacing) {
+            return;
+        }
+        self.limit = (self.limit * factor).max(self.min);
+        self.slow_start = false;
+        self.last_cut = Some(now);
+    }
+
+    /// An attempt ended at `now` after `latency`, with `in_flight` attempts running when it
+    /// started (itself included).
+    pub fn sample(&mut self, now: Duration, latency: Duration, signal: Signal, in_flight: u32) {
+        let spacing = self.baseline.unwrap_or(latency).max(Duration::from_millis(10));
+        match signal {
+            Signal::Neutral => {}
+            Signal::Overloaded => self.cut(now, 0.7, spacing),
+            Signal::Answered => {
+                if now.saturating_sub(self.window_start) > BASELINE_WINDOW {
+                    self.baseline = self.window_best.or(self.baseline);
+                    self.window_best = None;
+                    self.window_start = now;
+                }
+                self.window_best = Some(self.window_best.map_or(latency, |b| b.min(latency)));
+                let baseline = self.baseline.map_or(latency, |b| b.min(latency));
+                self.baseline = Some(baseline);
+                let ms = latency.as_secs_f64() * 1000.0;
+                let smoothed = self.smoothed.map_or(ms, |s| 0.8 * s + 0.2 * ms);
+                self.smoothed = Some(smoothed);
+                let bound = (baseline.as_secs_f64() * TOLERANCE + LATENCY_SLACK.as_secs_f64()) * 1000.0;
+                if smoothed > bound {
+                    self.cut(now, 0.9, spacing.max(latency));
+                } else if f64::from(in_flight) * 2.0 >= self.limit {
+                    // The limit is in use (as Netflix's AIMD judges it): room to grow.
+                    self.limit += if self.slow_start { 1.0 } else { 1.0 / self.limit };
+                    self.limit = self.limit.min(self.max);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +328,63 @@ mod tests {
                 .count();
             assert!(n <= 60, "{n} starts within 1 s of start {i}");
         }
+    }
+
+    /// A simulated endpoint: `base` latency up to `capacity` calls at once, then `extra` more per
+    /// call beyond. Runs closed-loop with plenty of work queued and returns the limits seen.
+    fn simulate(a: &mut Adaptive, capacity: u32, base: f64, extra: f64, rounds: usize, overload_from: Option<usize>) -> Vec<u32> {
+        let mut now = Duration::from_secs(1);
+        let mut seen = Vec::new();
+        for round in 0..rounds {
+            let n = a.limit();
+            let ms = base + extra * f64::from(n.saturating_sub(capacity));
+            let latency = Duration::from_secs_f64(ms / 1000.0);
+            now += latency;
+            let overloaded = overload_from.is_some_and(|from| (from..from + 20).contains(&round));
+            for _ in 0..n {
+                let signal = if overloaded { Signal::Overloaded } else { Signal::Answered };
+                a.sample(now, latency, signal, n);
+            }
+            seen.push(a.limit());
+        }
+        seen
+    }
+
+    #[test]
+    fn the_limit_settles_near_where_latency_starts_to_climb() {
+        let mut a = Adaptive::new(1, 64, 1);
+        let seen = simulate(&mut a, 8, 20.0, 20.0, 300, None);
+        let tail = &seen[200..];
+        let (lo, hi) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+        assert!(lo >= 5 && hi <= 12, "settled between {lo} and {hi}: {:?}", &seen[..40]);
+    }
+
+    #[test]
+    fn the_limit_climbs_to_max_while_latency_holds() {
+        let mut a = Adaptive::new(1, 50, 1);
+        let seen = simulate(&mut a, 1000, 20.0, 0.0, 40, None);
+        assert_eq!(*seen.last().unwrap(), 50, "{seen:?}");
+        // Slow start: doubling per round trip.
+        assert!(seen[4] >= 16, "{seen:?}");
+    }
+
+    #[test]
+    fn overload_answers_cut_the_limit_which_then_recovers() {
+        let mut a = Adaptive::new(2, 40, 40);
+        let seen = simulate(&mut a, 1000, 10.0, 0.0, 400, Some(10));
+        assert_eq!(seen[5], 40);
+        let low = *seen[10..40].iter().min().unwrap();
+        assert!(low <= 5, "cut to {low}: {:?}", &seen[..40]);
+        assert!(low >= 2, "never below min");
+        assert_eq!(*seen.last().unwrap(), 40, "recovered: {:?}", &seen[300..]);
+    }
+
+    #[test]
+    fn a_limit_not_in_use_does_not_grow() {
+        let mut a = Adaptive::new(1, 100, 10);
+        for i in 0..1000 {
+            a.sample(Duration::from_millis(i), Duration::from_millis(5), Signal::Answered, 2);
+        }
+        assert_eq!(a.limit(), 10);
     }
 }
