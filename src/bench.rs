@@ -281,7 +281,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let f = crate::function::Function {
         name: function.clone(),
         spec: crate::function::resolve(
-            &json!({"endpoint": endpoint, "concurrency": {"max": args.concurrency}}),
+            // A fixed limit: latency on a CPU-bound box says nothing about the no-op endpoint.
+            &json!({"endpoint": endpoint, "concurrency": {"max": args.concurrency, "adaptive": false}}),
             &json!({}),
             config.retention(),
         )

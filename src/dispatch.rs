@@ -219,7 +219,12 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
         // This replica's part of the function's concurrency, given what the others hold.
         let spec = ctx.registry.get(&name);
         let total = spec.as_deref().map_or(16, |s| s.concurrency.max).max(1);
-        let limit = ctx.replicas.concurrency(&name, total);
+        let range = spec
+            .as_deref()
+            .filter(|s| s.concurrency.adaptive)
+            .map(|s| (s.concurrency.min.clamp(1, total), total));
+        let cap = slots.adaptive_limit(range).unwrap_or(total);
+        let limit = ctx.replicas.concurrency(&name, total, cap);
         if shown_limit != Some(limit) {
             ctx.metrics.set_concurrency_limit(&name, limit as usize);
             shown_limit = Some(limit);
@@ -572,6 +577,8 @@ async fn run_attempt(
     let r = &v.record;
     let guard = ctx.control.register(&r.id);
     let _in_flight = ctx.metrics.in_flight(&r.function);
+    let slots = ctx.replicas.slots(&r.function);
+    let running = slots.in_flight.load(Ordering::Acquire);
     let started = std::time::Instant::now();
     let call = invoke::call(
         &ctx.http,
@@ -594,6 +601,13 @@ async fn run_attempt(
         _ = guard.token.cancelled() => None,
     };
     let now = Timestamp::now();
+    let signal = match &outcome {
+        Some(Outcome::Success { .. } | Outcome::Fatal(_) | Outcome::Accepted) => limits::Signal::Answered,
+        Some(Outcome::Throttled { .. }) => limits::Signal::Overloaded,
+        Some(Outcome::Retryable(e)) if e.kind == ErrorType::Timeout => limits::Signal::Overloaded,
+        _ => limits::Signal::Neutral,
+    };
+    slots.sample(started.elapsed(), signal, running);
     if let Some(Outcome::Throttled { .. }) = &outcome {
         ctx.metrics.throttled(&r.function, "endpoint");
     }

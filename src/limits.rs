@@ -332,7 +332,14 @@ mod tests {
 
     /// A simulated endpoint: `base` latency up to `capacity` calls at once, then `extra` more per
     /// call beyond. Runs closed-loop with plenty of work queued and returns the limits seen.
-    fn simulate(a: &mut Adaptive, capacity: u32, base: f64, extra: f64, rounds: usize, overload_from: Option<usize>) -> Vec<u32> {
+    fn simulate(
+        a: &mut Adaptive,
+        capacity: u32,
+        base: f64,
+        extra: f64,
+        rounds: usize,
+        overload_from: Option<usize>,
+    ) -> Vec<u32> {
         let mut now = Duration::from_secs(1);
         let mut seen = Vec::new();
         for round in 0..rounds {
@@ -342,7 +349,11 @@ mod tests {
             now += latency;
             let overloaded = overload_from.is_some_and(|from| (from..from + 20).contains(&round));
             for _ in 0..n {
-                let signal = if overloaded { Signal::Overloaded } else { Signal::Answered };
+                let signal = if overloaded {
+                    Signal::Overloaded
+                } else {
+                    Signal::Answered
+                };
                 a.sample(now, latency, signal, n);
             }
             seen.push(a.limit());

@@ -30,15 +30,60 @@ struct Record {
 }
 
 /// One function's slots on this replica.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Slots {
     pub limit: AtomicU32,
     pub in_flight: AtomicU32,
     /// An attempt ended.
     pub freed: Notify,
+    /// The adaptive limit, when the function's concurrency is adaptive, with the `(min, max)`
+    /// it was made for.
+    adaptive: Mutex<Option<((u32, u32), limits::Adaptive)>>,
+    origin: Instant,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            limit: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            freed: Notify::new(),
+            adaptive: Mutex::new(None),
+            origin: Instant::now(),
+        }
+    }
 }
 
 impl Slots {
+    /// The adaptive limit for `min..=max` (made afresh, from `min`, when they change), or
+    /// `None` to turn adaptation off.
+    pub fn adaptive_limit(&self, range: Option<(u32, u32)>) -> Option<u32> {
+        let mut a = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+        match range {
+            None => {
+                *a = None;
+                None
+            }
+            Some(r) => {
+                if a.as_ref().map(|(made_for, _)| *made_for) != Some(r) {
+                    *a = Some((r, limits::Adaptive::new(r.0, r.1, r.0)));
+                }
+                a.as_ref().map(|(_, l)| l.limit())
+            }
+        }
+    }
+
+    /// Feeds an attempt's answer to the adaptive limit, if any.
+    pub fn sample(&self, latency: Duration, signal: limits::Signal, in_flight: u32) {
+        let mut a = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = a.as_mut() {
+            l.sample(self.origin.elapsed(), latency, signal, in_flight);
+        }
+        drop(a);
+        // A new limit is read by the function's loop when it next looks for work.
+        self.freed.notify_one();
+    }
+
     fn holding(&self) -> u32 {
         self.limit
             .load(Ordering::Acquire)
@@ -97,10 +142,10 @@ impl Replicas {
         s.entry(function.to_string()).or_default().clone()
     }
 
-    /// The attempts of `function` this replica may run now, out of `total` for all replicas;
-    /// published as part of this replica's holding.
-    pub fn concurrency(&self, function: &str, total: u32) -> u32 {
-        let limit = limits::concurrency(total, function, &self.id, &self.others());
+    /// The attempts of `function` this replica may run now, out of `total` for all replicas and
+    /// at most `cap` (the adaptive limit); published as part of this replica's holding.
+    pub fn concurrency(&self, function: &str, total: u32, cap: u32) -> u32 {
+        let limit = limits::concurrency(total, function, &self.id, &self.others()).min(cap);
         let slots = self.slots(function);
         if slots.limit.swap(limit, Ordering::AcqRel) != limit {
             self.dirty.notify_one();

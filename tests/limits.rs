@@ -182,3 +182,97 @@ async fn a_users_rate_limit_holds_back_only_that_user_and_the_record_says_why() 
     assert!(waits.unwrap_or(0.0) >= 20.0);
     app.stop().await;
 }
+
+/// Samples a function's concurrency limit on `app` every 50 ms for `d`.
+async fn limits_over(app: &App, function: &str, d: Duration) -> Vec<f64> {
+    let series = format!("jetask_concurrency_limit{{function=\"{function}\"}}");
+    let until = Instant::now() + d;
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        seen.extend(metric(app, &series).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn adaptive_concurrency_settles_where_the_endpoint_latency_starts_to_climb() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    // Answers in 20 ms up to 4 calls at once, then 40 ms more per extra call.
+    let rx = Receiver::start_loaded(|_, _, load| {
+        let ms = 20 + 40 * (load - 4).max(0) as u64;
+        Reply::After(Duration::from_millis(ms), Box::new(Reply::ok("")))
+    })
+    .await;
+    app.put_fn(
+        "elastic",
+        json!({"endpoint": rx.url(), "concurrency": {"min": 1, "max": 40, "adaptive": true}}),
+    )
+    .await;
+    let js = nats.jetstream().await;
+    for i in 0..1500 {
+        publish(&js, "elastic", b"x", &[("Nats-Msg-Id", &format!("e{i}"))]).await;
+    }
+    // Slow start overshoots at first; then the limit hovers where latency starts to climb.
+    rx.wait_calls(100, T).await;
+    let (seen, load) = tokio::join!(limits_over(&app, "elastic", Duration::from_secs(4)), async {
+        let mut most = 0;
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            most = most.max(rx.inflight());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        most
+    });
+    let mean = seen.iter().sum::<f64>() / seen.len() as f64;
+    assert!((3.0..=8.0).contains(&mean), "limit averaged {mean:.1}: {seen:?}");
+    assert!(load <= 10, "{load} calls at once once settled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn adaptive_concurrency_drops_on_429_and_recovers_after() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = refusing.clone();
+    let rx = Receiver::start(move |_, _| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::code(429).with_header("Retry-After", "1")
+        } else {
+            Reply::After(Duration::from_millis(50), Box::new(Reply::ok("")))
+        }
+    })
+    .await;
+    app.put_fn(
+        "moody",
+        json!({"endpoint": rx.url(), "concurrency": {"min": 2, "max": 30, "adaptive": true}}),
+    )
+    .await;
+    let js = nats.jetstream().await;
+    // Work queued all along: the limit only grows while it is in use.
+    let feeder = tokio::spawn(async move {
+        for i in 0.. {
+            publish(&js, "moody", b"x", &[("Nats-Msg-Id", &format!("m{i}"))]).await;
+        }
+    });
+    let series = "jetask_concurrency_limit{function=\"moody\"}";
+    wait_for("the limit to grow to max", T, || async {
+        metric(&app, series).await == Some(30.0)
+    })
+    .await;
+    refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the limit to drop on 429s", T, || async {
+        metric(&app, series).await.is_some_and(|l| l <= 5.0)
+    })
+    .await;
+    assert!(metric(&app, series).await.unwrap() >= 2.0, "never below min");
+    refusing.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the limit to recover", T, || async {
+        metric(&app, series).await.is_some_and(|l| l >= 25.0)
+    })
+    .await;
+    feeder.abort();
+    app.stop().await;
+}

@@ -355,7 +355,8 @@ impl Reply {
     }
 }
 
-type Script = Arc<dyn Fn(&Call, usize) -> Reply + Send + Sync>;
+/// Sees the call, how many calls came before it, and how many are in flight (itself included).
+type Script = Arc<dyn Fn(&Call, usize, i64) -> Reply + Send + Sync>;
 
 /// A function endpoint on 127.0.0.1 that records every call and answers by script (the script
 /// sees the call and how many calls came before it).
@@ -388,6 +389,11 @@ impl Drop for InflightGuard {
 
 impl Receiver {
     pub async fn start(script: impl Fn(&Call, usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        Self::start_loaded(move |call, n, _| script(call, n)).await
+    }
+
+    /// A receiver whose answer may depend on its load: the calls in flight, this one included.
+    pub async fn start_loaded(script: impl Fn(&Call, usize, i64) -> Reply + Send + Sync + 'static) -> Receiver {
         let script: Script = Arc::new(script);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let inflight = Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -418,7 +424,7 @@ impl Receiver {
                     g.push(call.clone());
                     g.len() - 1
                 };
-                let mut reply = script(&call, n);
+                let mut reply = script(&call, n, now);
                 loop {
                     match reply {
                         Reply::After(d, next) => {
