@@ -231,6 +231,7 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
         }
         let free = limit.saturating_sub(slots.in_flight.load(Ordering::Acquire)) as usize;
         if free == 0 {
+            slots.tick();
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = slots.freed.notified() => {}

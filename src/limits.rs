@@ -138,6 +138,8 @@ pub struct Adaptive {
     /// Smoothed latency (EWMA).
     smoothed: Option<f64>,
     last_cut: Option<Duration>,
+    /// The last answer or change: probing starts after [`PROBE`] of silence.
+    last_news: Duration,
 }
 
 /// How long a baseline latency is trusted before the next window's best replaces it.
@@ -145,6 +147,9 @@ const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 /// Latency within this factor of the baseline (plus [`LATENCY_SLACK`]) "holds".
 const TOLERANCE: f64 = 2.0;
 const LATENCY_SLACK: Duration = Duration::from_millis(5);
+/// With every slot busy and no answer for this long (calls that last minutes, or hang), the
+/// limit grows by one: answers cannot tell the latency, so it is probed one slot at a time.
+pub const PROBE: Duration = Duration::from_secs(1);
 
 impl Adaptive {
     /// Starts at `initial` within `min..=max`.
@@ -160,6 +165,16 @@ impl Adaptive {
             window_start: Duration::ZERO,
             smoothed: None,
             last_cut: None,
+            last_news: Duration::ZERO,
+        }
+    }
+
+    /// Time passes with `in_flight` attempts running and work queued: after [`PROBE`] without
+    /// any answer while the limit is full, one more slot.
+    pub fn tick(&mut self, now: Duration, in_flight: u32) {
+        if f64::from(in_flight) >= self.limit.floor() && now.saturating_sub(self.last_news) >= PROBE {
+            self.limit = (self.limit + 1.0).min(self.max);
+            self.last_news = now;
         }
     }
 
@@ -174,12 +189,16 @@ impl Adaptive {
         self.limit = (self.limit * factor).max(self.min);
         self.slow_start = false;
         self.last_cut = Some(now);
+        self.last_news = now;
     }
 
     /// An attempt ended at `now` after `latency`, with `in_flight` attempts running when it
     /// started (itself included).
     pub fn sample(&mut self, now: Duration, latency: Duration, signal: Signal, in_flight: u32) {
         let spacing = self.baseline.unwrap_or(latency).max(Duration::from_millis(10));
+        if signal != Signal::Neutral {
+            self.last_news = now;
+        }
         match signal {
             Signal::Neutral => {}
             Signal::Overloaded => self.cut(now, 0.7, spacing),
@@ -397,5 +416,28 @@ mod tests {
             a.sample(Duration::from_millis(i), Duration::from_millis(5), Signal::Answered, 2);
         }
         assert_eq!(a.limit(), 10);
+    }
+
+    #[test]
+    fn calls_that_do_not_answer_are_probed_one_more_slot_per_second() {
+        let mut a = Adaptive::new(1, 3, 1);
+        let s = |ms: u64| Duration::from_millis(ms);
+        a.tick(s(500), 1);
+        assert_eq!(a.limit(), 1, "not before a second of silence");
+        a.tick(s(1000), 1);
+        assert_eq!(a.limit(), 2);
+        a.tick(s(1500), 2);
+        assert_eq!(a.limit(), 2);
+        a.tick(s(1200), 1);
+        assert_eq!(a.limit(), 2, "not while slots are free");
+        a.tick(s(2000), 2);
+        a.tick(s(3000), 3);
+        a.tick(s(4000), 3);
+        assert_eq!(a.limit(), 3, "never past max");
+        // An answer is news: no probe right after it.
+        a.sample(s(4100), s(10), Signal::Overloaded, 3);
+        assert_eq!(a.limit(), 2);
+        a.tick(s(4600), 2);
+        assert_eq!(a.limit(), 2);
     }
 }

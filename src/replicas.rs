@@ -73,6 +73,14 @@ impl Slots {
         }
     }
 
+    /// Lets the adaptive limit probe for more while every slot is busy and nothing answers.
+    pub fn tick(&self) {
+        let mut a = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, l)) = a.as_mut() {
+            l.tick(self.origin.elapsed(), self.in_flight.load(Ordering::Acquire));
+        }
+    }
+
     /// Feeds an attempt's answer to the adaptive limit, if any.
     pub fn sample(&self, latency: Duration, signal: limits::Signal, in_flight: u32) {
         let mut a = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
