@@ -35,7 +35,10 @@ async fn metrics_count_tasks_by_state_attempts_by_outcome_and_endpoint_throttlin
         _ => Reply::ok("done"),
     })
     .await;
-    app.put_fn("work", json!({"endpoint": work.url(), "concurrency": {"max": 7}}))
+    app.put_fn(
+        "work",
+        json!({"endpoint": work.url(), "concurrency": {"max": 7, "adaptive": false}}),
+    )
         .await;
     let mut ids = Vec::new();
     for input in ["a", "b", "throttle", "bad"] {
