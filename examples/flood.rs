@@ -1,6 +1,7 @@
 //! Publishes COUNT tasks as fast as JetStream takes them (a bounded window of acks in flight):
 //! `cargo run --release --example flood -- NATS_URL FUNCTION COUNT [DELAY]`, e.g. with a delay
-//! of `1h` to hold a million delayed tasks while measuring the service's memory.
+//! of `1h` to hold a million delayed tasks while measuring the service's memory. With
+//! `FLOOD_USER=ann` every task is that user's (fairness measurements).
 
 use futures::StreamExt;
 use std::time::Instant;
@@ -12,7 +13,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: flood NATS_URL FUNCTION COUNT [DELAY]".into());
     };
     let count: usize = count.parse()?;
-    let delay = rest.first().cloned();
+    let delay = rest.first().cloned().filter(|d| !d.is_empty());
+    // FLOOD_USER=ann submits every task as that user.
+    let user = std::env::var("FLOOD_USER").ok();
     let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await?);
     let run = std::process::id();
     let start = Instant::now();
@@ -22,6 +25,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         h.insert("Nats-Msg-Id", format!("flood-{run}-{i}").as_str());
         if let Some(d) = &delay {
             h.insert("Jetask-Delay", d.as_str());
+        }
+        if let Some(u) = &user {
+            h.insert("Jetask-User", u.as_str());
         }
         let ack = js
             .publish_with_headers(format!("jetask.submit.{function}"), h, vec![b'x'; 256].into())

@@ -86,6 +86,11 @@ impl Control {
         }
     }
 
+    /// Whether this replica holds an attempt of task `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.inflight.lock().is_ok_and(|m| m.contains_key(id))
+    }
+
     pub fn inflight(&self) -> usize {
         self.inflight.lock().map(|m| m.len()).unwrap_or(0)
     }

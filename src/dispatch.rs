@@ -18,7 +18,7 @@ use crate::submission;
 use crate::task::{ErrorType, Status, TaskError};
 use crate::time::Timestamp;
 use async_nats::jetstream::{self, message::Acker, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -201,6 +201,13 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
     let mut shown_limit = None;
     let mut rate = FunctionRate::default();
     let mut users = UserRates::new();
+    // Head starts (see `fair`): one replica of those following the function takes each.
+    let mut lane = ctx
+        .nats
+        .client
+        .queue_subscribe(subjects::expedite(&name), "jetask-dispatch".into())
+        .await
+        .ok();
     let mut consumer = None;
     while !stop.is_cancelled() {
         let c = match &consumer {
@@ -229,7 +236,21 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
             ctx.metrics.set_concurrency_limit(&name, limit as usize);
             shown_limit = Some(limit);
         }
-        let free = limit.saturating_sub(slots.in_flight.load(Ordering::Acquire)) as usize;
+        let mut free = limit.saturating_sub(slots.in_flight.load(Ordering::Acquire)) as usize;
+        // Tasks named for a head start take free slots before the queue does.
+        while free > 0 {
+            let Some(Some(m)) = lane.as_mut().map(|l| l.next().now_or_never().flatten()) else {
+                break;
+            };
+            let id = String::from_utf8_lossy(&m.payload).to_string();
+            free -= 1;
+            ctx.replicas.attempt(&slots, true);
+            let (ctx, name, slots) = (ctx.clone(), name.clone(), slots.clone());
+            attempts.spawn(async move {
+                expedite(&ctx, &name, &id).await;
+                ctx.replicas.attempt(&slots, false);
+            });
+        }
         if free == 0 {
             slots.tick();
             tokio::select! {
@@ -406,7 +427,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
                 task.record = noted;
             }
         }
-        drive(ctx, task, spec.as_deref(), &acker, persist).await
+        drive(ctx, task, spec.as_deref(), Some(&acker), persist).await
     }
     .instrument(span)
     .await;
@@ -444,7 +465,13 @@ async fn load_or_create(
 }
 
 /// Moves a task on until it must wait or is done.
-async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: &Acker, persist: bool) -> Settle {
+async fn drive(
+    ctx: &Ctx,
+    mut v: Versioned,
+    spec: Option<&FunctionSpec>,
+    acker: Option<&Acker>,
+    persist: bool,
+) -> Settle {
     // Whether the record was read as it is (not written by this delivery).
     let mut as_found = true;
     loop {
@@ -462,6 +489,10 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
                 return Settle::Ack;
             }
             Status::Stopping => vec![Event::Stop],
+            Status::Running if attempt_alive(ctx, r) => {
+                // Running elsewhere from its record (a head start): wait for it to finish.
+                return Settle::Later(HOLDER_WAIT);
+            }
             Status::Running => {
                 // Delivered again while recorded Running: the attempt's replica was lost.
                 let retry_at = spec.filter(|s| r.attempts < s.max_attempts).map(|_| now);
@@ -514,6 +545,9 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
             _ => return Settle::Ack,
         };
         as_found = false;
+        if events.iter().any(|e| matches!(e, Event::Start { .. })) {
+            v.record.holder = Some(ctx.replicas.id.clone());
+        }
         v = match commit_or_reload(ctx, &v, events, now, persist, spec).await {
             Ok(next) => next,
             Err(settle) => return settle,
@@ -526,6 +560,36 @@ async fn drive(ctx: &Ctx, mut v: Versioned, spec: Option<&FunctionSpec>, acker: 
             };
         }
     }
+}
+
+/// How long a delivery that finds its task running elsewhere waits before looking again.
+const HOLDER_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether the attempt a `Running` record names is still in flight: on this replica, held in
+/// its table of attempts; on another, that replica is alive.
+fn attempt_alive(ctx: &Ctx, r: &crate::task::TaskRecord) -> bool {
+    match r.holder.as_deref() {
+        Some(h) if h == ctx.replicas.id => ctx.control.holds(&r.id),
+        Some(h) => ctx.replicas.is_alive(h),
+        None => false,
+    }
+}
+
+/// Runs a task named for a head start (see [`crate::fair`]) from its record, in a slot of this
+/// replica: only while it is still waiting its turn and due.
+async fn expedite(ctx: &Ctx, function: &str, id: &str) {
+    let Ok(Some(v)) = ctx.tasks.get(id).await else { return };
+    if v.record.status != Status::Enqueued || v.record.waiting_until().is_some_and(|t| t > Timestamp::now()) {
+        return;
+    }
+    let spec = ctx.function(function).await;
+    if !spec.as_deref().is_some_and(|s| s.task_mode && s.enabled) {
+        return;
+    }
+    let span = tracing::info_span!("task", task_id = %id, function = %function, head_start = true);
+    // What the submission's own delivery does next is decided when it comes: its settle here
+    // has nothing to act on.
+    let _ = drive(ctx, v, spec.as_deref(), None, true).instrument(span).await;
 }
 
 /// Writes `events` over `v`; on a lost race, the record as it now is (to be decided afresh).
@@ -556,7 +620,7 @@ async fn attempt(
     ctx: &Ctx,
     v: Versioned,
     spec: &FunctionSpec,
-    acker: &Acker,
+    acker: Option<&Acker>,
     persist: bool,
 ) -> Result<Versioned, Settle> {
     let span = tracing::info_span!("attempt", attempt = v.record.attempts, trace_id = tracing::field::Empty);
@@ -572,7 +636,7 @@ async fn run_attempt(
     ctx: &Ctx,
     v: Versioned,
     spec: &FunctionSpec,
-    acker: &Acker,
+    acker: Option<&Acker>,
     persist: bool,
 ) -> Result<Versioned, Settle> {
     let r = &v.record;
@@ -733,7 +797,9 @@ async fn commit_record(
 
 /// Awaits `work`, telling JetStream every third of the ack wait that the task is still being
 /// worked on, so that a long attempt is never redelivered while in flight.
-async fn keep_alive<F: std::future::Future>(work: F, acker: &Acker, ack_wait: Duration) -> F::Output {
+async fn keep_alive<F: std::future::Future>(work: F, acker: Option<&Acker>, ack_wait: Duration) -> F::Output {
+    // A task started from its record (a head start) has no delivery to keep alive.
+    let Some(acker) = acker else { return work.await };
     let mut tick = tokio::time::interval(ack_wait / 3);
     tick.tick().await;
     tokio::pin!(work);

@@ -56,7 +56,10 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     };
     let t = machine::create(parsed.task, invalid, accepted_at);
     match ctx.tasks.create(&t.record).await {
-        Ok(_) => records::publish(ctx, &t.record, &t.effects).await,
+        Ok(_) => {
+            records::publish(ctx, &t.record, &t.effects).await;
+            ctx.fair.recorded(ctx, &t.record).await;
+        }
         Err(StoreError::Exists) => {}
         Err(e) => {
             tracing::warn!(task_id = %t.record.id, error = %e, "cannot record submission; will retry");
@@ -192,6 +195,7 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
         // Intake writes it otherwise; whichever comes first wins.
         if ctx.tasks.create(&t.record).await.is_ok() {
             records::publish(ctx, &t.record, &t.effects).await;
+            ctx.fair.recorded(ctx, &t.record).await;
         }
     }
     Ok(Accepted {

@@ -19,7 +19,7 @@
 //! - [`store`]: records and functions in KV; [`follow`]: bucket followers and consumer loops; [`records`]: apply + write + publish events;
 //! - [`registry`]: every replica's view of functions; [`replicas`]: who is alive, what each holds; [`index`]: the list index;
 //! - [`scheduler`]: fires schedules on every replica, once per moment;
-//! - [`intake`]: submissions → records; [`dispatch`]: per-function consumption and attempts;
+//! - [`intake`]: submissions → records; [`fair`]: head starts for small users; [`dispatch`]: per-function consumption and attempts;
 //! - [`callback`]: results out to webhooks, NATS subjects and other functions;
 //! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
 //! - [`metrics`]: Prometheus metrics;
@@ -37,6 +37,7 @@ pub mod dev;
 pub mod dispatch;
 pub mod duration;
 pub mod events;
+pub mod fair;
 pub mod follow;
 pub mod function;
 pub mod index;

@@ -331,6 +331,7 @@ pub fn create(task: NewTask, invalid: Option<String>, now: Timestamp) -> Transit
         content_type: task.content_type,
         traceparent: task.traceparent,
         callback: task.callback,
+        holder: None,
         input: input.text,
         input_base64: input.base64,
     };

@@ -66,6 +66,7 @@ pub struct Metrics {
     attempts: Family<OutcomeLabels, Counter>,
     throttled: Family<ScopeLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
+    expedited: Family<FunctionLabel, Counter>,
     queue_time: Hist,
     run_time: Hist,
     end_to_end: Hist,
@@ -111,6 +112,7 @@ impl Metrics {
             attempts: Family::default(),
             throttled: Family::default(),
             deliveries: Family::default(),
+            expedited: Family::default(),
             queue_time: Family::new_with_constructor(histogram),
             run_time: Family::new_with_constructor(histogram),
             end_to_end: Family::new_with_constructor(histogram),
@@ -158,6 +160,11 @@ impl Metrics {
             "jetask_callback_deliveries",
             "Result deliveries by destination kind and outcome",
             m.deliveries.clone(),
+        );
+        registry.register(
+            "jetask_tasks_expedited",
+            "Tasks of users with few queued tasks named for a head start on a long queue",
+            m.expedited.clone(),
         );
         registry.register(
             "jetask_queue_time_seconds",
@@ -268,6 +275,10 @@ impl Metrics {
                 scope: scope.to_string(),
             })
             .inc();
+    }
+
+    pub fn expedited(&self, function: &str) {
+        self.expedited.get_or_create(&label(function)).inc();
     }
 
     pub fn delivery(&self, kind: &str, outcome: &str) {

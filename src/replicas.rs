@@ -140,6 +140,11 @@ impl Replicas {
             .unwrap_or_default()
     }
 
+    /// Whether replica `id` is alive (this one always is).
+    pub fn is_alive(&self, id: &str) -> bool {
+        id == self.id || self.others().iter().any(|p| p.id == id)
+    }
+
     /// Replicas alive, this one included.
     pub fn count(&self) -> usize {
         self.others().len() + 1

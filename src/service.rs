@@ -31,6 +31,7 @@ pub struct Ctx {
     pub http: reqwest::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replicas: Arc<crate::replicas::Replicas>,
+    pub fair: crate::fair::Fair,
 }
 
 impl Ctx {
@@ -101,6 +102,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         http: crate::invoke::http_client(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         replicas: Arc::new(crate::replicas::Replicas::new()),
+        fair: crate::fair::Fair::default(),
         config: config.clone(),
         nats,
     });

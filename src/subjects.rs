@@ -46,6 +46,11 @@ pub fn function_of_consumer(consumer: &str) -> Option<&str> {
     consumer.strip_prefix("fn-")
 }
 
+/// A task of `function` named for a head start on its queue (see [`crate::fair`]).
+pub fn expedite(function: &str) -> String {
+    format!("jetask.expedite.{function}")
+}
+
 pub fn event(function: &str, status: crate::task::Status) -> String {
     format!("jetask.events.{function}.{status}")
 }

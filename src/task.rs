@@ -236,6 +236,10 @@ pub struct TaskRecord {
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
+    /// The replica running the attempt in flight: a delivery of the submission that finds the
+    /// task `Running` waits while that replica is alive, instead of taking the attempt as lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,8 +247,9 @@ pub struct TaskRecord {
 }
 
 /// Bookkeeping fields that API answers never show.
-const INTERNAL_FIELDS: [&str; 6] = [
+const INTERNAL_FIELDS: [&str; 7] = [
     "seq",
+    "holder",
     "next_attempt_at",
     "attempt_started_at",
     "content_type",

@@ -276,3 +276,46 @@ async fn adaptive_concurrency_drops_on_429_and_recovers_after() {
     feeder.abort();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn another_users_task_starts_within_a_second_behind_a_flood_and_runs_once() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let rx = Receiver::start(|_, _| Reply::After(Duration::from_millis(20), Box::new(Reply::ok("")))).await;
+    app.put_fn(
+        "shared",
+        json!({"endpoint": rx.url(), "concurrency": {"max": 4, "adaptive": false}}),
+    )
+    .await;
+    let js = nats.jetstream().await;
+    let flood = 800;
+    for i in 0..flood {
+        publish(
+            &js,
+            "shared",
+            b"x",
+            &[("Nats-Msg-Id", &format!("ann{i}")), ("Jetask-User", "ann")],
+        )
+        .await;
+    }
+    rx.wait_calls(20, T).await;
+    let sent = Instant::now();
+    publish(&js, "shared", b"x", &[("Nats-Msg-Id", "bob0"), ("Jetask-User", "bob")]).await;
+    let bob = app.wait_status("bob0", "Succeeded", T).await;
+    let called = rx.calls().into_iter().find(|c| c.task_id() == "bob0").unwrap().at;
+    let waited = called.duration_since(sent);
+    let ann_done = rx.calls().iter().filter(|c| c.task_id().starts_with("ann")).count();
+    assert!(
+        waited < Duration::from_secs(1),
+        "bob waited {waited:?} ({ann_done} of ann's {flood} had been called)"
+    );
+    assert!(ann_done < flood / 2, "the flood was still being worked through");
+    assert_eq!(bob["attempts"], 1);
+    // The flood drains past bob's own submission, which finds the task done.
+    app.wait_status(&format!("ann{}", flood - 1), "Succeeded", Duration::from_secs(60))
+        .await;
+    let bob_calls = rx.calls().iter().filter(|c| c.task_id() == "bob0").count();
+    assert_eq!(bob_calls, 1, "a head start never runs a task twice");
+    assert!(metric(&app, "jetask_tasks_expedited_total{function=\"shared\"}").await >= Some(1.0));
+    app.stop().await;
+}

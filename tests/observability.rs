@@ -39,7 +39,7 @@ async fn metrics_count_tasks_by_state_attempts_by_outcome_and_endpoint_throttlin
         "work",
         json!({"endpoint": work.url(), "concurrency": {"max": 7, "adaptive": false}}),
     )
-        .await;
+    .await;
     let mut ids = Vec::new();
     for input in ["a", "b", "throttle", "bad"] {
         ids.push((input, app.submit("work", input, &[]).await));

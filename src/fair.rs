@@ -1,0 +1,130 @@
+//! Fairness between users of one function. A function's queue is a JetStream consumer, served in
+//! order: behind one user's flood of 100,000 tasks, another user's task would wait for all of
+//! them. So intake, which records every submission within milliseconds whatever the backlog,
+//! spots a task whose user has few tasks in a long queue and names it on core NATS
+//! (`jetask.expedite.<function>`); a dispatcher of the function runs it in its next free slot,
+//! from its record, ahead of the queue. Its submission, reached later in order, finds the task
+//! finished (or running, and waits) and is acknowledged. The hint is best effort: lost, the task
+//! simply runs in its turn.
+
+use crate::service::Ctx;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Below this many undelivered submissions the queue is short enough to serve in order.
+pub const MIN_BACKLOG: u64 = 100;
+/// A user whose recent submissions are under this share of the backlog jumps it.
+pub const MAX_SHARE: f64 = 0.1;
+/// Recent submissions count half after this long.
+const HALF_LIFE: Duration = Duration::from_secs(5);
+/// How long a function's backlog, read from JetStream, is reused.
+const BACKLOG_TTL: Duration = Duration::from_millis(250);
+
+/// Whether a task of a user with `recent` submissions jumps a queue of `backlog`.
+pub fn jumps(recent: f64, backlog: u64) -> bool {
+    backlog >= MIN_BACKLOG && recent < MAX_SHARE * backlog as f64
+}
+
+/// A count that halves every [`HALF_LIFE`].
+fn decayed(count: f64, since: Duration) -> f64 {
+    count * 0.5f64.powf(since.as_secs_f64() / HALF_LIFE.as_secs_f64())
+}
+
+#[derive(Default)]
+pub struct Fair {
+    /// Per (function, user): recent submissions, as of an instant.
+    recent: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    backlog: Mutex<HashMap<String, (u64, Instant)>>,
+    pruned: Mutex<Option<Instant>>,
+}
+
+impl Fair {
+    /// Counts a submission of `user` to `function`; its recent submissions, this one included.
+    pub fn note(&self, function: &str, user: &str) -> f64 {
+        let now = Instant::now();
+        let mut m = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+        if pruned.is_none_or(|at| now.duration_since(at) > Duration::from_secs(60)) {
+            m.retain(|_, (c, at)| decayed(*c, now.duration_since(*at)) >= 0.5);
+            *pruned = Some(now);
+        }
+        let e = m.entry((function.to_string(), user.to_string())).or_insert((0.0, now));
+        e.0 = decayed(e.0, now.duration_since(e.1)) + 1.0;
+        e.1 = now;
+        e.0
+    }
+
+    /// The submissions of `function` not yet delivered to any dispatcher.
+    async fn backlog(&self, ctx: &Ctx, function: &str) -> u64 {
+        let now = Instant::now();
+        if let Some((b, at)) = self.backlog.lock().ok().and_then(|m| m.get(function).copied()) {
+            if now.duration_since(at) < BACKLOG_TTL {
+                return b;
+            }
+        }
+        let b = match ctx
+            .nats
+            .submit
+            .consumer_info(crate::subjects::dispatch_consumer(function))
+            .await
+        {
+            Ok(info) => info.num_pending,
+            Err(_) => 0,
+        };
+        if let Ok(mut m) = self.backlog.lock() {
+            m.insert(function.to_string(), (b, now));
+        }
+        b
+    }
+
+    /// Called once a task is recorded: names it for a head start if its user is a small part
+    /// of a long queue.
+    pub async fn recorded(&self, ctx: &Ctx, record: &crate::task::TaskRecord) {
+        if record.status != crate::task::Status::Enqueued || record.waiting_until().is_some() {
+            return;
+        }
+        // Rate-limited functions are paced by their limits; a head start would bypass them.
+        let limited = ctx
+            .registry
+            .get(&record.function)
+            .is_none_or(|s| s.rate_limit.is_some() || s.user_rate_limit.is_some() || !s.task_mode);
+        if limited {
+            return;
+        }
+        let recent = self.note(&record.function, &record.user);
+        if !jumps(recent, self.backlog(ctx, &record.function).await) {
+            return;
+        }
+        ctx.metrics.expedited(&record.function);
+        let subject = crate::subjects::expedite(&record.function);
+        if let Err(e) = ctx.nats.client.publish(subject, record.id.clone().into()).await {
+            tracing::debug!(error = %e, "cannot name a task for a head start; it runs in its turn");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_user_jumps_a_long_queue_only() {
+        assert!(jumps(1.0, 100_000));
+        assert!(!jumps(1.0, 50), "a short queue is served in order");
+        assert!(!jumps(20_000.0, 100_000), "the flooding user waits its turn");
+        assert!(jumps(9_999.0, 100_000));
+    }
+
+    #[test]
+    fn recent_counts_add_up_and_fade() {
+        let f = Fair::default();
+        for _ in 0..9 {
+            f.note("f", "ann");
+        }
+        assert!((f.note("f", "ann") - 10.0).abs() < 0.01);
+        assert!((f.note("f", "bob") - 1.0).abs() < 0.01);
+        assert!((f.note("g", "ann") - 1.0).abs() < 0.01, "per function");
+        assert!((decayed(10.0, HALF_LIFE) - 5.0).abs() < 1e-9);
+    }
+}
