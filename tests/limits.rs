@@ -88,8 +88,11 @@ async fn rate_limit_holds_across_two_replicas_within_ten_percent_over_ten_second
     let window = Duration::from_secs(10);
     let mut checked = 0;
     let mut t = first;
+    let (mut fewest, mut most) = (usize::MAX, 0);
     while t + window <= last {
         let count = starts.iter().filter(|s| **s >= t && **s < t + window).count();
+        fewest = fewest.min(count);
+        most = most.max(count);
         // 400 in 10 s at 40/s; the bursts (2 per replica) may add a few at the start.
         assert!(
             (360..=444).contains(&count),
@@ -100,6 +103,7 @@ async fn rate_limit_holds_across_two_replicas_within_ten_percent_over_ten_second
         t += Duration::from_millis(250);
     }
     assert!(checked >= 4, "the run lasted {:?}", last - first);
+    eprintln!("rate limit 40/s over two replicas: {fewest}..={most} calls per 10 s window ({checked} windows)");
     let waits = metric(&a, "jetask_throttled_total{function=\"paced\",scope=\"function\"}").await;
     assert!(waits.unwrap_or(0.0) > 0.0);
     // Every task ran once: throttling never fails a task.
@@ -226,6 +230,7 @@ async fn adaptive_concurrency_settles_where_the_endpoint_latency_starts_to_climb
         most
     });
     let mean = seen.iter().sum::<f64>() / seen.len() as f64;
+    eprintln!("adaptive limit settled at {mean:.1} on average (endpoint slows past 4); at most {load} calls at once");
     assert!((3.0..=8.0).contains(&mean), "limit averaged {mean:.1}: {seen:?}");
     assert!(load <= 10, "{load} calls at once once settled");
     app.stop().await;
@@ -310,6 +315,7 @@ async fn another_users_task_starts_within_a_second_behind_a_flood_and_runs_once(
         "bob waited {waited:?} ({ann_done} of ann's {flood} had been called)"
     );
     assert!(ann_done < flood / 2, "the flood was still being worked through");
+    eprintln!("bob's task started {waited:?} after submission, behind {} of ann's tasks", flood - ann_done);
     assert_eq!(bob["attempts"], 1);
     // The flood drains past bob's own submission, which finds the task done.
     app.wait_status(&format!("ann{}", flood - 1), "Succeeded", Duration::from_secs(60))
