@@ -21,9 +21,13 @@ const HALF_LIFE: Duration = Duration::from_secs(5);
 /// How long a function's backlog, read from JetStream, is reused.
 const BACKLOG_TTL: Duration = Duration::from_millis(250);
 
-/// Whether a task of a user with `recent` submissions jumps a queue of `backlog`.
-pub fn jumps(recent: f64, backlog: u64) -> bool {
-    backlog >= MIN_BACKLOG && recent < MAX_SHARE * backlog as f64
+/// Whether a task of a user with `recent` submissions jumps its function's queue of `backlog`
+/// undelivered submissions, while intake has `unrecorded` submissions still to go through.
+/// Intake records in order, so those are behind this task: the queue ahead of it is the
+/// difference (else a flood still being recorded would look like a small user of its own queue).
+pub fn jumps(recent: f64, backlog: u64, unrecorded: u64) -> bool {
+    let ahead = backlog.saturating_sub(unrecorded);
+    ahead >= MIN_BACKLOG && recent < MAX_SHARE * ahead as f64
 }
 
 /// A count that halves every [`HALF_LIFE`].
@@ -36,6 +40,7 @@ pub struct Fair {
     /// Per (function, user): recent submissions, as of an instant.
     recent: Mutex<HashMap<(String, String), (f64, Instant)>>,
     backlog: Mutex<HashMap<String, (u64, Instant)>>,
+    unrecorded: Mutex<Option<(u64, Instant)>>,
     pruned: Mutex<Option<Instant>>,
 }
 
@@ -78,6 +83,22 @@ impl Fair {
         b
     }
 
+    /// Submissions intake has not recorded yet (all functions).
+    async fn unrecorded(&self, ctx: &Ctx) -> u64 {
+        let now = Instant::now();
+        if let Some((n, at)) = *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()) {
+            if now.duration_since(at) < BACKLOG_TTL {
+                return n;
+            }
+        }
+        let n = match ctx.nats.submit.consumer_info(crate::subjects::INTAKE_CONSUMER).await {
+            Ok(info) => info.num_pending,
+            Err(_) => u64::MAX,
+        };
+        *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()) = Some((n, now));
+        n
+    }
+
     /// Called once a task is recorded: names it for a head start if its user is a small part
     /// of a long queue.
     pub async fn recorded(&self, ctx: &Ctx, record: &crate::task::TaskRecord) {
@@ -93,7 +114,8 @@ impl Fair {
             return;
         }
         let recent = self.note(&record.function, &record.user);
-        if !jumps(recent, self.backlog(ctx, &record.function).await) {
+        let backlog = self.backlog(ctx, &record.function).await;
+        if backlog < MIN_BACKLOG || !jumps(recent, backlog, self.unrecorded(ctx).await) {
             return;
         }
         ctx.metrics.expedited(&record.function);
@@ -110,10 +132,16 @@ mod tests {
 
     #[test]
     fn a_small_user_jumps_a_long_queue_only() {
-        assert!(jumps(1.0, 100_000));
-        assert!(!jumps(1.0, 50), "a short queue is served in order");
-        assert!(!jumps(20_000.0, 100_000), "the flooding user waits its turn");
-        assert!(jumps(9_999.0, 100_000));
+        assert!(jumps(1.0, 100_000, 0));
+        assert!(!jumps(1.0, 50, 0), "a short queue is served in order");
+        assert!(!jumps(20_000.0, 100_000, 0), "the flooding user waits its turn");
+        assert!(jumps(9_999.0, 100_000, 0));
+        // A flood being recorded: most of the backlog is behind the task being recorded.
+        assert!(!jumps(5_000.0, 60_000, 55_000), "the flood's own tasks do not jump it");
+        assert!(
+            jumps(1.0, 98_000, 50_000),
+            "another user's task does, while intake catches up"
+        );
     }
 
     #[test]

@@ -315,7 +315,10 @@ async fn another_users_task_starts_within_a_second_behind_a_flood_and_runs_once(
         "bob waited {waited:?} ({ann_done} of ann's {flood} had been called)"
     );
     assert!(ann_done < flood / 2, "the flood was still being worked through");
-    eprintln!("bob's task started {waited:?} after submission, behind {} of ann's tasks", flood - ann_done);
+    eprintln!(
+        "bob's task started {waited:?} after submission, behind {} of ann's tasks",
+        flood - ann_done
+    );
     assert_eq!(bob["attempts"], 1);
     // The flood drains past bob's own submission, which finds the task done.
     app.wait_status(&format!("ann{}", flood - 1), "Succeeded", Duration::from_secs(60))
