@@ -629,7 +629,11 @@ async fn attempt(
         let trace = crate::trace::TraceContext::of_task(v.record.traceparent.as_deref(), &v.record.id);
         span.record("trace_id", tracing::field::display(&trace.trace_id));
     }
-    run_attempt(ctx, v, spec, acker, persist).instrument(span).await
+    // Before the span is entered: with OpenTelemetry on, its parent is the submitter's span.
+    let traceparent = crate::trace::outgoing(&span, v.record.traceparent.as_deref());
+    run_attempt(ctx, v, spec, acker, persist, traceparent)
+        .instrument(span)
+        .await
 }
 
 async fn run_attempt(
@@ -638,6 +642,7 @@ async fn run_attempt(
     spec: &FunctionSpec,
     acker: Option<&Acker>,
     persist: bool,
+    traceparent: Option<String>,
 ) -> Result<Versioned, Settle> {
     let r = &v.record;
     let guard = ctx.control.register(&r.id);
@@ -654,7 +659,7 @@ async fn run_attempt(
             attempt: r.attempts,
             timeout: spec.timeout.0,
             content_type: r.content_type.as_deref(),
-            traceparent: r.traceparent.as_deref(),
+            traceparent: traceparent.as_deref(),
             body: r.input_bytes().into(),
             max_result: ctx.config.limits.max_result,
         },

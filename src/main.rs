@@ -6,16 +6,51 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use jetask::cli::{Cli, Command};
 use jetask::config::Config;
 
-fn init_logging(config: &Config) {
+/// What must be flushed before the process exits.
+struct Logging {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Logging {
+    fn flush(self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.provider {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Logging {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if config.log.format == "json" {
-        builder.json().init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if config.log.format == "json" {
+        fmt.json().boxed()
     } else {
-        builder.init();
+        fmt.boxed()
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, provider) = match jetask::trace::otel::layer() {
+            Ok(Some((l, p))) => (Some(l), Some(p)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                eprintln!("warning: {e}; spans are not exported");
+                (None, None)
+            }
+        };
+        registry.with(layer).init();
+        Logging { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Logging {}
     }
 }
 
@@ -42,12 +77,16 @@ async fn main() {
     };
     let result = match cli.command {
         Command::Serve => {
-            init_logging(&config);
-            serve(config).await.map(|_| 0)
+            let logging = init_logging(&config);
+            let r = serve(config).await.map(|_| 0);
+            logging.flush();
+            r
         }
         Command::Dev => {
-            init_logging(&config);
-            jetask::dev::run(config).await.map(|_| 0)
+            let logging = init_logging(&config);
+            let r = jetask::dev::run(config).await.map(|_| 0);
+            logging.flush();
+            r
         }
         _ => jetask::cli::run_client(cli, config).await,
     };

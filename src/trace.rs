@@ -52,6 +52,77 @@ impl TraceContext {
     }
 }
 
+/// With the `otel` feature, an attempt's span joins the submitter's trace (its parent is the
+/// submission's `traceparent`), and the function is called with the attempt's own span as parent;
+/// without it (or with no exporter configured) `traceparent` passes through unchanged.
+pub fn outgoing(span: &tracing::Span, submitted: Option<&str>) -> Option<String> {
+    #[cfg(feature = "otel")]
+    if otel::enabled() {
+        return otel::adopt(span, submitted);
+    }
+    let _ = span;
+    submitted.map(str::to_string)
+}
+
+/// OpenTelemetry export (cargo feature `otel`): spans go over OTLP/HTTP to
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (the standard OTLP environment variables apply).
+#[cfg(feature = "otel")]
+pub mod otel {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+
+    pub fn enabled() -> bool {
+        ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// The exporting layer and its provider (to shut down at exit), when an endpoint is set.
+    pub fn layer<S>() -> Result<Option<(impl tracing_subscriber::Layer<S>, SdkTracerProvider)>, String>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+            && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+        {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| format!("OpenTelemetry exporter: {e}"))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("jetask")
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("jetask");
+        ENABLED.store(true, Ordering::Relaxed);
+        Ok(Some((tracing_opentelemetry::layer().with_tracer(tracer), provider)))
+    }
+
+    /// Makes `span` a child of the submitter's span, and returns the `traceparent` naming
+    /// `span` for the call it makes.
+    pub fn adopt(span: &tracing::Span, submitted: Option<&str>) -> Option<String> {
+        let propagator = TraceContextPropagator::new();
+        if let Some(tp) = submitted {
+            let carrier = HashMap::from([("traceparent".to_string(), tp.to_string())]);
+            let _ = span.set_parent(propagator.extract(&carrier));
+        }
+        let mut out: HashMap<String, String> = HashMap::new();
+        propagator.inject_context(&span.context(), &mut out);
+        out.remove("traceparent").or_else(|| submitted.map(str::to_string))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -236,3 +236,86 @@ async fn json_logs_put_each_attempt_in_a_span_with_task_function_attempt_and_tra
         assert_eq!(task["function"], "broken", "{line}");
     }
 }
+
+/// Built with `--features otel`: spans reach an OTLP/HTTP collector, each attempt a child of the
+/// submitter's span, and the function is called with the attempt's span as parent.
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn with_the_otel_feature_attempt_spans_are_exported_under_the_submitters_trace() {
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let seen = bodies.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body.to_vec());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
+
+    let nats = NatsServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"))
+        .arg("serve")
+        .env("JETASK_NATS_URL", &nats.url)
+        .env("JETASK_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let app = App {
+        svc: None,
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        token: None,
+    };
+    wait_for("jetask serve ready", T, || async {
+        app.http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let rx = Receiver::start(|_, _| Reply::ok("")).await;
+    app.put_fn("traced", json!({"endpoint": rx.url()})).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let tp = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let id = app.submit("traced", "x", &[("traceparent", &tp)]).await;
+    app.wait_status(&id, "Succeeded", T).await;
+    let got = rx.calls()[0].header("traceparent").unwrap().to_string();
+    let parts: Vec<&str> = got.split('-').collect();
+    assert_eq!(parts[1], trace_id, "same trace: {got}");
+    assert_ne!(
+        parts[2], "b7ad6b7169203331",
+        "the attempt's own span is the parent: {got}"
+    );
+    let raw_trace: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let raw_span: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&parts[2][2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    wait_for("the attempt span at the collector", T, || {
+        let bodies = bodies.lock().unwrap().clone();
+        let found = bodies.iter().any(|b| {
+            let has = |needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+            has(b"attempt") && has(&raw_trace) && has(&raw_span)
+        });
+        async move { found }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
