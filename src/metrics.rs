@@ -325,27 +325,51 @@ impl Metrics {
         ] {
             fam.clear();
         }
-        let now = Timestamp::now();
         for name in names {
+            let Some(q) = queues(ctx, &name).await else { continue };
             let f = label(&name);
-            let counts = ctx.index.queue_counts(&name, now);
-            let (pending, ack_pending) = match ctx
-                .nats
-                .submit
-                .consumer_info(crate::subjects::dispatch_consumer(&name))
-                .await
-            {
-                Ok(i) => (i.num_pending as i64, i.num_ack_pending as i64),
-                Err(_) => continue,
-            };
-            self.consumer_pending.get_or_create(&f).set(pending);
-            self.consumer_ack_pending.get_or_create(&f).set(ack_pending);
-            self.running.get_or_create(&f).set(counts.running as i64);
-            self.delayed.get_or_create(&f).set(counts.delayed as i64);
-            let queued = pending + ack_pending - counts.running as i64 - counts.delayed as i64;
-            self.queued.get_or_create(&f).set(queued.max(0));
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.consumer_pending.get_or_create(&f).set(n(q.pending));
+            self.consumer_ack_pending.get_or_create(&f).set(n(q.ack_pending));
+            self.running.get_or_create(&f).set(n(q.running));
+            self.delayed.get_or_create(&f).set(n(q.delayed));
+            self.queued.get_or_create(&f).set(n(q.queued));
         }
     }
+}
+
+/// A function's queue, cluster-wide: JetStream's state of its dispatch consumer, split with the
+/// list index into tasks running, waiting for a moment (delayed or backing off) and queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queues {
+    /// Submissions not yet delivered to any dispatcher.
+    pub pending: u64,
+    /// Delivered and not settled: running, parked, backing off.
+    pub ack_pending: u64,
+    pub running: u64,
+    pub delayed: u64,
+    /// Due and waiting for a slot: `pending + ack_pending − running − delayed`.
+    pub queued: u64,
+}
+
+/// The queue of `function`; `None` when JetStream cannot be asked.
+pub async fn queues(ctx: &Ctx, function: &str) -> Option<Queues> {
+    let info = ctx
+        .nats
+        .submit
+        .consumer_info(crate::subjects::dispatch_consumer(function))
+        .await
+        .ok()?;
+    let counts = ctx.index.queue_counts(function, Timestamp::now());
+    let (running, delayed) = (counts.running as u64, counts.delayed as u64);
+    let (pending, ack_pending) = (info.num_pending, info.num_ack_pending as u64);
+    Some(Queues {
+        pending,
+        ack_pending,
+        running,
+        delayed,
+        queued: (pending + ack_pending).saturating_sub(running + delayed),
+    })
 }
 
 /// An attempt counted in `jetask_attempts_in_flight` while it lives.

@@ -399,21 +399,12 @@ pub async fn fn_get(ctx: &Ctx, name: &str) -> ApiResult<Value> {
         .await?
         .ok_or_else(|| ApiError::function_not_found(name))?;
     let mut v = f.spec.public_json(name);
-    let (queued, in_flight) = match ctx
-        .nats
-        .submit
-        .consumer_info(crate::subjects::dispatch_consumer(name))
-        .await
-    {
-        Ok(info) => (info.num_pending, info.num_ack_pending as u64),
-        Err(_) => (0, 0),
-    };
-    let running = ctx.index.count(name, Status::Running) as u64;
-    v["queued"] = queued.into();
-    v["running"] = running.into();
-    // Delivered but not running: delayed or waiting for a retry.
-    v["delayed"] = in_flight.saturating_sub(running).into();
-    v["concurrency_limit"] = f.spec.concurrency.max.into();
+    let q = crate::metrics::queues(ctx, name).await.unwrap_or_default();
+    v["queued"] = q.queued.into();
+    v["running"] = q.running.into();
+    v["delayed"] = q.delayed.into();
+    // What all replicas may run now: adaptive and shared, at most `concurrency.max`.
+    v["concurrency_limit"] = ctx.replicas.cluster_limit(name, f.spec.concurrency.max).into();
     Ok(v)
 }
 

@@ -140,6 +140,21 @@ impl Replicas {
             .unwrap_or_default()
     }
 
+    /// What all live replicas may run of `function` now: this one's limit and what the others
+    /// hold, at most `max` (`max` until this replica's loop has set a limit).
+    pub fn cluster_limit(&self, function: &str, max: u32) -> u32 {
+        let mine = self.slots(function).limit.load(Ordering::Acquire);
+        if mine == 0 && self.others().is_empty() {
+            return max;
+        }
+        let others: u32 = self
+            .others()
+            .iter()
+            .map(|p| p.holding.get(function).copied().unwrap_or(0))
+            .sum();
+        (mine + others).min(max)
+    }
+
     /// Whether replica `id` is alive (this one always is).
     pub fn is_alive(&self, id: &str) -> bool {
         id == self.id || self.others().iter().any(|p| p.id == id)

@@ -144,6 +144,18 @@ async fn queue_depths_come_from_jetstream_split_into_queued_delayed_and_running(
     let ack_pending = sample(&last, &format!("jetask_consumer_ack_pending{{{f}}}")).unwrap();
     assert_eq!(pending + ack_pending, 6.0, "{last}");
     assert_eq!(slow.count(), 1, "one slot: one call at a time");
+    // The function's own answer shows the same figures.
+    let live = app.get("/v1/functions/slow").await.body;
+    assert_eq!(
+        (
+            &live["queued"],
+            &live["delayed"],
+            &live["running"],
+            &live["concurrency_limit"]
+        ),
+        (&json!(3), &json!(2), &json!(1), &json!(1)),
+        "{live}"
+    );
     app.stop().await;
 }
 
