@@ -311,10 +311,10 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
                         park(msg, wait);
                         continue;
                     }
-                    if let Some(url) = spec.as_deref().and_then(|s| s.user_rate_limit.as_ref()) {
+                    if let Some(per_user) = spec.as_deref().and_then(|s| s.user_rate_limit.as_ref()) {
                         let (id, user) = id_and_user(&msg);
                         let first = !users.parked.contains_key(&id);
-                        if let Some(wait) = users.wait(&id, &user, url, ctx.replicas.count()) {
+                        if let Some(wait) = users.wait(&id, &user, per_user, ctx.replicas.count()) {
                             ctx.metrics.throttled(&name, "user");
                             park(msg, wait);
                             if first {
