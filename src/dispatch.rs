@@ -146,21 +146,11 @@ impl UserRates {
     }
 }
 
-/// The task ID and user a submission names in its headers (as `submission` reads them).
+/// The task ID and user a submission names in its headers, as its record has them.
 fn id_and_user(msg: &jetstream::Message) -> (String, String) {
-    let header = |k: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(k))
-            .map(|v| v.as_str().trim().to_string())
-    };
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let id = header(subjects::headers::MSG_ID)
-        .filter(|id| crate::task::valid_task_id(id))
-        .unwrap_or_else(|| crate::task::id_from_sequence(seq));
-    let user = header(subjects::headers::USER)
-        .filter(|u| crate::task::valid_task_id(u))
-        .unwrap_or_else(|| "default".to_string());
+    let header = |k: &str| msg.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str());
+    let (id, user, _) = submission::id_and_user(header, seq);
     (id, user)
 }
 

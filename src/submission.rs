@@ -118,6 +118,29 @@ pub struct Parsed {
     pub invalid: Option<String>,
 }
 
+/// The task ID and user a submission's headers name, as its record has them (a malformed one
+/// is replaced, and the first fault returned).
+pub fn id_and_user<'a>(header: impl Fn(&str) -> Option<&'a str>, seq: u64) -> (String, String, Option<FieldError>) {
+    let mut fault = None;
+    let id = match header(h::MSG_ID).map(|id| (id, check_id(h::MSG_ID, id))) {
+        Some((id, Ok(()))) => id.to_string(),
+        Some((_, Err(e))) => {
+            fault = Some(e);
+            id_from_sequence(seq)
+        }
+        None => id_from_sequence(seq),
+    };
+    let user = match header(h::USER).map(|u| (u, check_user(h::USER, u))) {
+        Some((u, Ok(()))) => u.to_string(),
+        Some((_, Err(e))) => {
+            fault.get_or_insert(e);
+            "default".to_string()
+        }
+        None => "default".to_string(),
+    };
+    (id, user, fault)
+}
+
 /// Reads a message on `jetask.submit.<function>`. Never fails: a field that cannot be used makes
 /// the task invalid (with the reason), since the message is already accepted.
 pub fn from_message<'a>(
@@ -133,26 +156,10 @@ pub fn from_message<'a>(
     let mut note = |e: FieldError| {
         invalid.get_or_insert(e.to_string());
     };
-    let id = match header(h::MSG_ID) {
-        Some(id) => match check_id(h::MSG_ID, id) {
-            Ok(()) => id.to_string(),
-            Err(e) => {
-                note(e);
-                id_from_sequence(seq)
-            }
-        },
-        None => id_from_sequence(seq),
-    };
-    let user = match header(h::USER) {
-        Some(u) => match check_user(h::USER, u) {
-            Ok(()) => u.to_string(),
-            Err(e) => {
-                note(e);
-                "default".to_string()
-            }
-        },
-        None => "default".to_string(),
-    };
+    let (id, user, fault) = id_and_user(&header, seq);
+    if let Some(e) = fault {
+        note(e);
+    }
     let nb = not_before(
         header(h::DELAY).map(|v| (h::DELAY, v)),
         header(h::NOT_BEFORE).map(|v| (h::NOT_BEFORE, v)),
