@@ -34,7 +34,7 @@ pub fn share(total: u32, me: &str, members: &[&str]) -> u32 {
 }
 
 /// The attempts of `function` this replica may run now.
-pub fn concurrency(total: u32, function: &str, me: &str, others: &[Peer]) -> u32 {
+pub fn concurrency(total: u32, function: &str, me: &str, others: &[&Peer]) -> u32 {
     let members: Vec<&str> = others.iter().map(|p| p.id.as_str()).collect();
     let mine = share(total, me, &members);
     let held: u32 = others
@@ -263,13 +263,13 @@ mod tests {
     #[test]
     fn a_joining_replica_waits_for_what_the_others_still_hold() {
         // a held all 4; b joins: b's share is 2, but a still holds 4 until it shrinks.
-        assert_eq!(concurrency(4, "f", "b", &[peer("a", "f", 4)]), 0);
+        assert_eq!(concurrency(4, "f", "b", &[&peer("a", "f", 4)]), 0);
         // a sees b: a's share is 2, and b holds 0 so far.
-        assert_eq!(concurrency(4, "f", "a", &[peer("b", "f", 0)]), 2);
+        assert_eq!(concurrency(4, "f", "a", &[&peer("b", "f", 0)]), 2);
         // a's attempts drain to 2 and it says so: b may take its 2.
-        assert_eq!(concurrency(4, "f", "b", &[peer("a", "f", 2)]), 2);
+        assert_eq!(concurrency(4, "f", "b", &[&peer("a", "f", 2)]), 2);
         // Other functions are not affected.
-        assert_eq!(concurrency(4, "g", "b", &[peer("a", "f", 4)]), 2);
+        assert_eq!(concurrency(4, "g", "b", &[&peer("a", "f", 4)]), 2);
     }
 
     #[test]
@@ -278,8 +278,8 @@ mod tests {
         for total in 1..8u32 {
             for ha in 0..=total {
                 for hb in 0..=total {
-                    let a = concurrency(total, "f", "a", &[peer("b", "f", hb)]);
-                    let b = concurrency(total, "f", "b", &[peer("a", "f", ha)]);
+                    let a = concurrency(total, "f", "a", &[&peer("b", "f", hb)]);
+                    let b = concurrency(total, "f", "b", &[&peer("a", "f", ha)]);
                     // Each publishes at least its limit, so a's view of b is ≥ b's limit when
                     // b's limit was set from a view of a that a's holding covers.
                     if hb >= b && ha >= a {

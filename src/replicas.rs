@@ -126,43 +126,42 @@ impl Replicas {
         }
     }
 
-    /// The other replicas alive now.
-    pub fn others(&self) -> Vec<Peer> {
+    /// Runs `f` over the other replicas alive now, without copying them (this is asked on
+    /// every pull of every function, and per task under a per-user limit).
+    fn with_others<T>(&self, f: impl FnOnce(Vec<&Peer>) -> T) -> T {
         let now = Instant::now();
-        self.peers
-            .lock()
-            .map(|p| {
-                p.values()
-                    .filter(|(_, seen)| now.duration_since(*seen) < STALE)
-                    .map(|(peer, _)| peer.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        f(peers
+            .values()
+            .filter(|(_, seen)| now.duration_since(*seen) < STALE)
+            .map(|(peer, _)| peer)
+            .collect())
     }
 
     /// What all live replicas may run of `function` now: this one's limit and what the others
     /// hold, at most `max` (`max` until this replica's loop has set a limit).
     pub fn cluster_limit(&self, function: &str, max: u32) -> u32 {
         let mine = self.slots(function).limit.load(Ordering::Acquire);
-        if mine == 0 && self.others().is_empty() {
-            return max;
-        }
-        let others: u32 = self
-            .others()
-            .iter()
-            .map(|p| p.holding.get(function).copied().unwrap_or(0))
-            .sum();
-        (mine + others).min(max)
+        self.with_others(|others| {
+            if mine == 0 && others.is_empty() {
+                return max;
+            }
+            let held: u32 = others
+                .iter()
+                .map(|p| p.holding.get(function).copied().unwrap_or(0))
+                .sum();
+            (mine + held).min(max)
+        })
     }
 
     /// Whether replica `id` is alive (this one always is).
     pub fn is_alive(&self, id: &str) -> bool {
-        id == self.id || self.others().iter().any(|p| p.id == id)
+        id == self.id || self.with_others(|others| others.iter().any(|p| p.id == id))
     }
 
     /// Replicas alive, this one included.
     pub fn count(&self) -> usize {
-        self.others().len() + 1
+        self.with_others(|others| others.len()) + 1
     }
 
     pub fn slots(&self, function: &str) -> Arc<Slots> {
@@ -173,7 +172,9 @@ impl Replicas {
     /// The attempts of `function` this replica may run now, out of `total` for all replicas and
     /// at most `cap` (the adaptive limit); published as part of this replica's holding.
     pub fn concurrency(&self, function: &str, total: u32, cap: u32) -> u32 {
-        let limit = limits::concurrency(total, function, &self.id, &self.others()).min(cap);
+        let limit = self
+            .with_others(|others| limits::concurrency(total, function, &self.id, &others))
+            .min(cap);
         let slots = self.slots(function);
         if slots.limit.swap(limit, Ordering::AcqRel) != limit {
             self.dirty.notify_one();
