@@ -178,35 +178,14 @@ async fn json_logs_put_each_attempt_in_a_span_with_task_function_attempt_and_tra
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"))
-        .arg("serve")
-        .env("JETASK_NATS_URL", &nats.url)
-        .env("JETASK_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("JETASK_LOG_FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let app = App {
-        svc: None,
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        token: None,
-    };
-    wait_for("jetask serve ready", T, || async {
-        app.http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    let serve = serve_process(
+        &nats,
+        "[log]\nformat = \"json\"\n",
+        &[],
+        std::fs::File::create(&log).unwrap().into(),
+    )
     .await;
+    let app = &serve.app;
     let broken = Receiver::start(|_, _| Reply::code(500)).await;
     app.put_fn(
         "broken",
@@ -229,8 +208,7 @@ async fn json_logs_put_each_attempt_in_a_span_with_task_function_attempt_and_tra
         async move { done }
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     for (n, line) in lines.iter().enumerate() {
         assert_eq!(line["level"], "INFO", "{line}");
         assert_eq!(line["fields"]["outcome"], "FunctionError", "{line}");
@@ -271,35 +249,17 @@ async fn with_the_otel_feature_attempt_spans_are_exported_under_the_submitters_t
     tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
 
     let nats = NatsServer::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"))
-        .arg("serve")
-        .env("JETASK_NATS_URL", &nats.url)
-        .env("JETASK_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let app = App {
-        svc: None,
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        token: None,
-    };
-    wait_for("jetask serve ready", T, || async {
-        app.http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    let serve = serve_process(
+        &nats,
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        std::process::Stdio::null(),
+    )
     .await;
+    let app = &serve.app;
     let rx = Receiver::start(|_, _| Reply::ok("")).await;
     app.put_fn("traced", json!({"endpoint": rx.url()})).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
@@ -328,6 +288,4 @@ async fn with_the_otel_feature_attempt_spans_are_exported_under_the_submitters_t
         async move { found }
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -5,68 +5,11 @@
 mod support;
 
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `jetask serve` process with a config file in `dir`.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve_process(nats: &NatsServer, dir: &std::path::Path, extra: &str) -> Serve {
-    let port = free_port();
-    let conf = dir.join(format!("jetask-{port}.toml"));
-    std::fs::write(
-        &conf,
-        format!("[nats]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nack_wait = \"2s\"\nshutdown_grace = \"10s\"\n{extra}", nats.url),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_jetask"))
-        .args(["serve", "--config"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    wait_for("jetask serve ready", T, || async {
-        http.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    Serve { child, base }
-}
-
-fn view(base: &str) -> App {
-    App {
-        svc: None,
-        base: base.to_string(),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        token: None,
-    }
-}
 
 #[tokio::test]
 async fn two_replicas_starting_at_once_both_come_up_and_share_functions_within_a_second() {
@@ -195,7 +138,6 @@ async fn a_bad_config_file_stops_start_up_naming_the_key() {
 #[tokio::test]
 async fn killing_the_service_mid_attempt_loses_nothing_and_the_attempt_runs_again() {
     let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(|_, n| {
         if n == 0 {
             Reply::Hang
@@ -206,11 +148,12 @@ async fn killing_the_service_mid_attempt_loses_nothing_and_the_attempt_runs_agai
     .await;
     let first = serve_process(
         &nats,
-        dir.path(),
         &format!("[functions.crashy]\nendpoint = \"{}\"\n", rx.url()),
+        &[],
+        Stdio::null(),
     )
     .await;
-    let client = view(&first.base);
+    let client = &first.app;
     let id = client.submit("crashy", "x", &[]).await;
     rx.wait_calls(1, T).await;
     drop(first); // SIGKILL while the attempt is in flight
@@ -231,15 +174,15 @@ async fn killing_the_service_mid_attempt_loses_nothing_and_the_attempt_runs_agai
 #[tokio::test]
 async fn sigterm_lets_the_attempt_in_flight_finish_before_exiting() {
     let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(|_, _| Reply::After(Duration::from_millis(1500), Box::new(Reply::ok("finished")))).await;
     let mut proc = serve_process(
         &nats,
-        dir.path(),
         &format!("[functions.slowish]\nendpoint = \"{}\"\n", rx.url()),
+        &[],
+        Stdio::null(),
     )
     .await;
-    let client = view(&proc.base);
+    let client = &proc.app;
     let id = client.submit("slowish", "x", &[]).await;
     rx.wait_calls(1, T).await;
     let pid = proc.child.id().to_string();

@@ -248,10 +248,5 @@ async fn with_tokens_every_route_but_health_needs_one_and_users_see_only_their_t
 
 /// Another client of the same instance, with its own token.
 fn start_app_view(app: &App, token: &str) -> App {
-    App {
-        svc: None,
-        base: app.base.clone(),
-        http: app.http.clone(),
-        token: Some(token.to_string()),
-    }
+    App::at(&app.base).with_token(token)
 }

@@ -166,22 +166,57 @@ pub struct App {
 
 pub async fn start_app(config: Config) -> App {
     let svc = service::start(config).await.expect("jetask starts");
-    let base = format!("http://{}", svc.http_addr);
-    let app = App {
-        svc: Some(svc),
-        base,
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        token: None,
-    };
-    wait_for("jetask ready", Duration::from_secs(10), || async {
-        app.http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let mut app = App::at(&format!("http://{}", svc.http_addr));
+    app.svc = Some(svc);
+    app.wait_ready(Duration::from_secs(10)).await;
     app
+}
+
+/// A `jetask serve` process, killed when dropped, and a client of its HTTP API.
+pub struct ServeProcess {
+    pub child: Child,
+    pub app: App,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `jetask serve` on `nats` and a free port, with a config file of `extra` TOML (after
+/// `[nats]`, `[http]` and a `[dispatch]` with a 2 s ack wait and a 10 s grace period), the
+/// environment `env`, and its stderr to `stderr`; returns once it is ready.
+pub async fn serve_process(nats: &NatsServer, extra: &str, env: &[(&str, &str)], stderr: Stdio) -> ServeProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("jetask.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[nats]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nack_wait = \"2s\"\nshutdown_grace = \"10s\"\n{extra}",
+            nats.url
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_jetask"))
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let app = App::at(&format!("http://127.0.0.1:{port}"));
+    app.wait_ready(Duration::from_secs(20)).await;
+    ServeProcess { child, app, _dir: dir }
 }
 
 pub struct Answer {
@@ -190,6 +225,28 @@ pub struct Answer {
 }
 
 impl App {
+    /// A client of the jetask at `base` (not started by the test).
+    pub fn at(base: &str) -> App {
+        App {
+            svc: None,
+            base: base.to_string(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            token: None,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, within: Duration) {
+        wait_for("jetask ready", within, || async {
+            self.http
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
     pub fn with_token(mut self, token: &str) -> App {
         self.token = Some(token.to_string());
         self
