@@ -91,6 +91,61 @@ fn bar(total: usize, what: &str, hidden: bool) -> ProgressBar {
     pb
 }
 
+type AckFuture =
+    futures::future::BoxFuture<'static, Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>;
+
+/// JetStream publishes with at most `window` acknowledgements awaited at once (async-nats
+/// hangs past 5,000), counted on a progress bar.
+struct Pipeline {
+    acks: futures::stream::FuturesUnordered<AckFuture>,
+    window: usize,
+    bar: ProgressBar,
+}
+
+impl Pipeline {
+    fn new(window: usize, bar: ProgressBar) -> Pipeline {
+        Pipeline {
+            acks: futures::stream::FuturesUnordered::new(),
+            window: window.max(1),
+            bar,
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        js: &jetstream::Context,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: &bytes::Bytes,
+    ) -> anyhow::Result<()> {
+        let ack = js
+            .publish_with_headers(subject.to_string(), headers, payload.clone())
+            .await?;
+        self.acks.push(Box::pin(std::future::IntoFuture::into_future(ack)));
+        while self.acks.len() >= self.window {
+            self.settle_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_one(&mut self) -> anyhow::Result<()> {
+        if let Some(r) = self.acks.next().await {
+            r?;
+            self.bar.inc(1);
+        }
+        Ok(())
+    }
+
+    /// Awaits the acknowledgements still out.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        while !self.acks.is_empty() {
+            self.settle_one().await?;
+        }
+        self.bar.finish_and_clear();
+        Ok(())
+    }
+}
+
 /// The raw limit: N publishes (with message IDs, pipelined) then N pulls with plain acks, on a
 /// scratch stream of the same server, same payload size.
 pub struct Raw {
@@ -119,27 +174,15 @@ async fn measure_raw(
         })
         .await
         .context("cannot create the raw benchmark stream")?;
-    let pb = bar(n, "raw pub", hidden);
+    let mut pipe = Pipeline::new(WINDOW, bar(n, "raw pub", hidden));
     let start = Instant::now();
-    let mut inflight = futures::stream::FuturesUnordered::new();
     for i in 0..n {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", format!("r{run}-{i}").as_str());
-        let ack = js.publish_with_headers(subject.clone(), h, payload.clone()).await?;
-        inflight.push(std::future::IntoFuture::into_future(ack));
-        if inflight.len() >= WINDOW {
-            if let Some(r) = inflight.next().await {
-                r?;
-                pb.inc(1);
-            }
-        }
+        pipe.publish(&js, &subject, h, payload).await?;
     }
-    while let Some(r) = inflight.next().await {
-        r?;
-        pb.inc(1);
-    }
+    pipe.finish().await?;
     let publish = start.elapsed();
-    pb.finish_and_clear();
     let c = s
         .create_consumer(consumer::pull::Config {
             durable_name: Some("raw".into()),
@@ -356,8 +399,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .due_in
         .map(|d| (start + d.0, crate::time::Timestamp::now().plus(d.0).to_string()));
     let mut submitted: Vec<Instant> = Vec::with_capacity(args.tasks);
-    let mut inflight = futures::stream::FuturesUnordered::new();
-    let pb = bar(args.tasks, "submit", hidden);
+    // Paced, each publish is acknowledged before the next: its latency is a light load's.
+    let window = if args.rate.is_some() { 1 } else { WINDOW };
+    let mut pipe = Pipeline::new(window, bar(args.tasks, "submit", hidden));
     for i in 0..args.tasks {
         if let Some(rate) = args.rate {
             let at = start + Duration::from_secs_f64(i as f64 / rate);
@@ -370,24 +414,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             h.insert("Jetask-Not-Before", at.as_str());
         }
         submitted.push(Instant::now());
-        let ack = js.publish_with_headers(subject.clone(), h, payload.clone()).await?;
-        inflight.push(std::future::IntoFuture::into_future(ack));
-        while inflight.len() >= WINDOW || (args.rate.is_some() && !inflight.is_empty()) {
-            match inflight.next().await {
-                Some(r) => {
-                    r?;
-                    pb.inc(1);
-                }
-                None => break,
-            }
-        }
+        pipe.publish(&js, &subject, h, &payload).await?;
     }
-    while let Some(r) = inflight.next().await {
-        r?;
-        pb.inc(1);
-    }
+    pipe.finish().await?;
     let submit_secs = start.elapsed().as_secs_f64();
-    pb.finish_and_clear();
     wait_finished(&mut progress, args.tasks, bar(args.tasks, "finish", hidden)).await;
     let (finished, last) = {
         let s = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
