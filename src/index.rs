@@ -212,7 +212,10 @@ impl Index {
     /// Tasks of `function` running (or stopping), and waiting for a moment after `now`.
     pub fn queue_counts(&self, function: &str, now: Timestamp) -> QueueCounts {
         QueueCounts {
-            running: self.count(function, Status::Running) + self.count(function, Status::Stopping),
+            running: self.scalar(
+                "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND status IN (?2, ?3)",
+                &[&function, &Status::Running.as_str(), &Status::Stopping.as_str()],
+            ),
             delayed: self.scalar(
                 "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > ?2",
                 &[&function, &now.millis()],
