@@ -164,25 +164,38 @@ fn park(msg: jetstream::Message, wait: Duration) {
 }
 
 /// Notes in a waiting task's record why it waits (once: the same note is not repeated).
-async fn note_wait(ctx: &Ctx, id: &str, why: &str) {
-    for _ in 0..20 {
-        let v = match ctx.tasks.get(id).await {
-            Ok(Some(v)) => v,
-            // Intake records a submission in parallel with its first delivery: soon there.
-            Ok(None) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(_) => return,
-        };
+/// The record may not exist yet (intake records a submission in parallel with its first
+/// delivery): it is created from the submission, as a first delivery does.
+async fn note_wait(ctx: &Ctx, parsed: submission::Parsed, accepted_at: Timestamp, why: &str) {
+    let id = parsed.task.id.clone();
+    let Ok(Some(mut v)) = load_or_create(ctx, parsed, accepted_at).await else {
+        return;
+    };
+    for _ in 0..3 {
         let Some(noted) = machine::note_wait(&v.record, why, Timestamp::now()) else {
             return;
         };
         match ctx.tasks.update(&noted, v.revision).await {
-            Err(StoreError::Conflict) => continue,
+            Err(StoreError::Conflict) => match ctx.tasks.get(&id).await {
+                Ok(Some(fresh)) => v = fresh,
+                _ => return,
+            },
             _ => return,
         }
     }
+}
+
+/// A submission read from its message, and when JetStream accepted it.
+fn parse(ctx: &Ctx, function: &str, msg: &async_nats::Message, info: &jetstream::message::Info) -> submission::Parsed {
+    submission::from_message(
+        function,
+        |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+        &msg.payload,
+        info.stream_sequence,
+        Timestamp(info.published.timestamp_millis()),
+        ctx.config.retention(),
+        ctx.config.limits.max_payload,
+    )
 }
 
 async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, attempts: TaskTracker) {
@@ -306,12 +319,14 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
                         let first = !users.parked.contains_key(&id);
                         if let Some(wait) = users.wait(&id, &user, per_user, ctx.replicas.count()) {
                             ctx.metrics.throttled(&name, "user");
-                            park(msg, wait);
-                            if first {
+                            if let (true, Ok(info)) = (first, msg.info()) {
+                                let parsed = parse(&ctx, &name, &msg, &info);
+                                let accepted_at = Timestamp(info.published.timestamp_millis());
                                 let ctx = ctx.clone();
                                 let why = format!("waiting for user_rate_limit of user {user}");
-                                tokio::spawn(async move { note_wait(&ctx, &id, &why).await });
+                                tokio::spawn(async move { note_wait(&ctx, parsed, accepted_at, &why).await });
                             }
+                            park(msg, wait);
                             continue;
                         }
                     }
@@ -366,17 +381,9 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
     let Ok(info) = msg.info() else { return };
     let (seq, delivered) = (info.stream_sequence, info.delivered);
     let accepted_at = Timestamp(info.published.timestamp_millis());
-    let (msg, acker) = msg.split();
+    let parsed = parse(ctx, function, &msg, &info);
+    let (_, acker) = msg.split();
     let spec = ctx.function(function).await;
-    let parsed = submission::from_message(
-        function,
-        |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
-        &msg.payload,
-        seq,
-        accepted_at,
-        ctx.config.retention(),
-        ctx.config.limits.max_payload,
-    );
     let span = tracing::info_span!("task", task_id = %parsed.task.id, function = %function);
     let persist = spec.as_ref().map(|s| s.task_mode).unwrap_or(true);
     let settle = async {
