@@ -11,17 +11,7 @@ use support::*;
 const T: Duration = Duration::from_secs(30);
 
 async fn metric(app: &App, series: &str) -> Option<f64> {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    sample(&app.metrics().await, series)
 }
 
 /// Two replicas on one NATS server, each having seen the other.

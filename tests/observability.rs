@@ -10,18 +10,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(15);
 
-async fn scrape(app: &App) -> String {
-    let resp = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
-}
-
-/// The value of the sample `series` (name and labels exactly as exposed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_tasks_by_state_attempts_by_outcome_and_endpoint_throttling() {
     let nats = NatsServer::start();
@@ -48,7 +36,7 @@ async fn metrics_count_tasks_by_state_attempts_by_outcome_and_endpoint_throttlin
         let want = if *input == "bad" { "Failed" } else { "Succeeded" };
         app.wait_status(id, want, T).await;
     }
-    let text = scrape(&app).await;
+    let text = app.metrics().await;
     let f = "function=\"work\"";
     assert_eq!(
         sample(&text, &format!("jetask_tasks_submitted_total{{{f}}}")),
@@ -129,7 +117,7 @@ async fn queue_depths_come_from_jetstream_split_into_queued_delayed_and_running(
     let f = "function=\"slow\"";
     let last = std::sync::Mutex::new(String::new());
     wait_for("queue gauges", T, || async {
-        let text = scrape(&app).await;
+        let text = app.metrics().await;
         let ok = sample(&text, &format!("jetask_tasks_running{{{f}}}")) == Some(1.0)
             && sample(&text, &format!("jetask_tasks_delayed{{{f}}}")) == Some(2.0)
             && sample(&text, &format!("jetask_tasks_queued{{{f}}}")) == Some(3.0);

@@ -235,6 +235,13 @@ impl App {
         }
     }
 
+    /// The `/metrics` text (asserting 200).
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
         wait_for("jetask ready", within, || async {
@@ -570,4 +577,10 @@ pub async fn publish(
         .expect("publish")
         .await
         .expect("PubAck")
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly as exposed), if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
