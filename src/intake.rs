@@ -55,8 +55,19 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         Some(format!("{}: {function:?} is not a function name", msg.subject))
     };
     let t = machine::create(parsed.task, invalid, accepted_at);
+    if dispatch_is_ready(ctx, &t.record, spec.as_deref()) {
+        // Its first delivery is about to create the record itself, in one write with its start
+        // (see `dispatch::find`): written here too, the two writes would race for nothing.
+        let age = Duration::from_millis(Timestamp::now().since(accepted_at));
+        if let Some(wait) = DEFER.checked_sub(age) {
+            tokio::time::sleep(wait).await;
+        }
+    }
     match ctx.tasks.create(&t.record).await {
-        Ok(_) => {
+        Ok(revision) => {
+            if t.record.status == crate::task::Status::Enqueued {
+                ctx.revisions.created(&t.record.id, seq, revision);
+            }
             records::publish(ctx, &t.record, &t.effects).await;
             ctx.fair.recorded(ctx, &t.record).await;
         }
@@ -68,6 +79,22 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         }
     }
     let _ = msg.ack().await;
+}
+
+/// How long after its submission intake leaves a task's record to a ready dispatcher.
+const DEFER: Duration = Duration::from_millis(50);
+
+/// Whether this replica's dispatcher of the task's function will take it at once: it is due,
+/// nothing paces the function, and a slot is free.
+fn dispatch_is_ready(ctx: &Ctx, r: &crate::task::TaskRecord, spec: Option<&crate::function::FunctionSpec>) -> bool {
+    let runnable = r.status == crate::task::Status::Enqueued
+        && r.waiting_until().is_none()
+        && spec.is_some_and(|s| s.task_mode && s.enabled && s.rate_limit.is_none() && s.user_rate_limit.is_none());
+    if !runnable {
+        return false;
+    }
+    let slots = ctx.replicas.slots(&r.function);
+    slots.in_flight.load(std::sync::atomic::Ordering::Acquire) < slots.limit.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// What an HTTP submission led to.

@@ -53,6 +53,7 @@ pub mod records;
 pub mod registry;
 pub mod replicas;
 pub mod retry;
+pub mod revisions;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;

@@ -25,16 +25,20 @@ pub enum CommitError {
 /// at all when `persist` is false: task mode off), and publishes one event per transition. A task
 /// that finishes is marked as owing its destination a delivery in the same write, and the
 /// delivery is queued after it.
+///
+/// Revision 0 means a record not written yet (built from its submission): the write then
+/// creates it, and `created`, the effects of its creation, are published first.
 pub async fn commit(
     ctx: &Ctx,
     current: &Versioned,
+    created: Vec<Effect>,
     events: Vec<Event>,
     now: Timestamp,
     persist: bool,
     spec: Option<&FunctionSpec>,
 ) -> Result<(Versioned, Vec<Effect>), CommitError> {
     let mut record = current.record.clone();
-    let mut effects = Vec::new();
+    let mut effects = created;
     for ev in events {
         let t = machine::apply(&record, ev, now)?;
         record = t.record;

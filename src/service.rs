@@ -32,6 +32,7 @@ pub struct Ctx {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replicas: Arc<crate::replicas::Replicas>,
     pub fair: crate::fair::Fair,
+    pub revisions: crate::revisions::Revisions,
 }
 
 impl Ctx {
@@ -103,6 +104,7 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         replicas: Arc::new(crate::replicas::Replicas::new()),
         fair: crate::fair::Fair::default(),
+        revisions: crate::revisions::Revisions::default(),
         config: config.clone(),
         nats,
     });
