@@ -8,12 +8,17 @@ use crate::subjects::{self, headers as h};
 use crate::task::Status;
 use crate::time::Timestamp;
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Record writes applied in one transaction at most.
+const MAX_BATCH: usize = 1024;
+/// How long the follower gathers writes before applying them, once caught up.
+const GATHER: Duration = Duration::from_millis(10);
 
 /// A list query (CONTRACT §4 queries).
 #[derive(Clone, Debug, Default)]
@@ -137,10 +142,11 @@ impl Index {
             .map_err(|_| std::io::Error::other("index lock poisoned"))?;
         let tx = w.transaction()?;
         {
+            // A task's function, user and creation time never change: an update rewrites only
+            // the entries of the indexes on status and due.
             let mut up = tx.prepare_cached(
                 "INSERT INTO tasks (id, function, user, status, created, updated, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(id) DO UPDATE SET function = excluded.function, user = excluded.user,
-                 status = excluded.status, created = excluded.created, updated = excluded.updated,
+                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, updated = excluded.updated,
                  due = excluded.due",
             )?;
             let mut rm = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
@@ -333,13 +339,24 @@ impl Index {
             if empty {
                 self.mark_ready();
             }
-            let mut chunks = msgs.ready_chunks(1024);
+            let mut chunks = msgs.ready_chunks(MAX_BATCH);
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     m = chunks.next() => m,
                 };
-                let Some(batch) = next else { break };
+                let Some(mut batch) = next else { break };
+                if self.ready() && batch.len() < MAX_BATCH {
+                    // A task's writes come in quick succession (its start, then often its end):
+                    // gathered a moment longer, they make one upsert instead of several.
+                    tokio::time::sleep(GATHER).await;
+                    while batch.len() < MAX_BATCH {
+                        match chunks.next().now_or_never() {
+                            Some(Some(more)) => batch.extend(more),
+                            _ => break,
+                        }
+                    }
+                }
                 let mut changes = Vec::with_capacity(batch.len());
                 let mut caught_up = false;
                 let mut failed = false;
