@@ -458,11 +458,6 @@ async fn find(
     } else {
         None
     };
-    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    static ALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if known.is_some() { HITS.fetch_add(1, Ordering::Relaxed); }
-    let all = ALL.fetch_add(1, Ordering::Relaxed);
-    if all % 10000 == 0 { eprintln!("PROBE hits {} of {all}", HITS.load(Ordering::Relaxed)); }
     let fresh = first && u128::from(Timestamp::now().since(accepted_at)) < FRESH.as_millis();
     if known.is_none() && !fresh {
         return Ok(load_or_create(ctx, parsed, accepted_at).await?.map(|v| (v, Vec::new())));
