@@ -443,8 +443,8 @@ const FRESH: Duration = Duration::from_millis(100);
 
 /// The record a delivery works on, and the effects of creating it when it is not written yet
 /// (`revision` 0: the delivery's first write creates it and publishes them). The record is read
-/// back; or, on a first delivery, rebuilt from the submission when intake has just created it
-/// (see [`crate::revisions`]) or is likely not to have yet. Either guess is checked by the
+/// back; or rebuilt from the submission when intake has just created it (see
+/// [`crate::revisions`]) or, on a first delivery, is likely not to have yet. Either guess is checked by the
 /// write's revision: a wrong one costs a read. `None`: nothing to do.
 async fn find(
     ctx: &Ctx,
@@ -452,13 +452,9 @@ async fn find(
     accepted_at: Timestamp,
     delivered: i64,
 ) -> Result<Option<(Versioned, Vec<machine::Effect>)>, StoreError> {
-    let first = delivered == 1;
-    let known = if first {
-        ctx.revisions.take(&parsed.task.id, parsed.task.seq)
-    } else {
-        None
-    };
-    let fresh = first && u128::from(Timestamp::now().since(accepted_at)) < FRESH.as_millis();
+    // Also after a park (a delayed task come due): nothing else wrote its record meanwhile.
+    let known = ctx.revisions.take(&parsed.task.id, parsed.task.seq);
+    let fresh = delivered == 1 && u128::from(Timestamp::now().since(accepted_at)) < FRESH.as_millis();
     if known.is_none() && !fresh {
         return Ok(load_or_create(ctx, parsed, accepted_at).await?.map(|v| (v, Vec::new())));
     }
