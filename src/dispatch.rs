@@ -632,7 +632,9 @@ async fn expedite(ctx: &Ctx, function: &str, id: &str) {
     let span = tracing::info_span!("task", task_id = %id, function = %function, head_start = true);
     // What the submission's own delivery does next is decided when it comes: its settle here
     // has nothing to act on.
-    let _ = drive(ctx, v, Vec::new(), spec.as_deref(), None, true).instrument(span).await;
+    let _ = drive(ctx, v, Vec::new(), spec.as_deref(), None, true)
+        .instrument(span)
+        .await;
 }
 
 /// Writes `events` over `v` (creating it, with `created` published first, when `v` is not
@@ -811,7 +813,16 @@ async fn await_completion(
         if let Some(why) = machine::long_attempt_overdue(r, spec.heartbeat_timeout.0, spec.timeout.0, now) {
             let error = TaskError::new(ErrorType::Timeout, why);
             let ev = outcome::decide(r, Outcome::Retryable(error), spec, 0, now, rand::random::<f64>());
-            return commit_or_reload(ctx, &current, Vec::new(), ev.into_iter().collect(), now, persist, Some(spec)).await;
+            return commit_or_reload(
+                ctx,
+                &current,
+                Vec::new(),
+                ev.into_iter().collect(),
+                now,
+                persist,
+                Some(spec),
+            )
+            .await;
         }
         let started = r.attempt_started_at.unwrap_or(now);
         let due = r

@@ -64,7 +64,12 @@ fn rfc3339(ms: i64) -> Option<[u8; 24]> {
     if !(0..=9999).contains(&y) {
         return None;
     }
-    let (h, mi, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    let (h, mi, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut v: i64| {
         for i in (at..at + width).rev() {
@@ -130,7 +135,15 @@ mod tests {
                 .to_rfc3339_opts(SecondsFormat::Millis, true)
         };
         // Around the epoch, leap days and century years, and a spread over four centuries.
-        let mut samples = vec![0, -1, 1, 951_782_400_000, 951_868_799_999, 4_107_542_400_000, -2_208_988_800_001];
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            951_782_400_000,
+            951_868_799_999,
+            4_107_542_400_000,
+            -2_208_988_800_001,
+        ];
         let mut x: i64 = 0x2545_f491_4f6c_dd1d;
         for _ in 0..100_000 {
             x ^= x << 13;
@@ -141,6 +154,10 @@ mod tests {
         for ms in samples {
             assert_eq!(Timestamp(ms).to_string(), chrono(ms), "{ms}");
         }
-        assert_eq!(Timestamp(253_402_300_800_000).to_string(), chrono(253_402_300_800_000), "year 10000");
+        assert_eq!(
+            Timestamp(253_402_300_800_000).to_string(),
+            chrono(253_402_300_800_000),
+            "year 10000"
+        );
     }
 }
