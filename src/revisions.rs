@@ -5,7 +5,7 @@
 //! a stale or wrong entry costs a failed write and a read, never a lost change.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 /// Entries kept; the oldest go first. At 16 bytes of key and value each (plus the table's
@@ -35,9 +35,7 @@ impl Default for Revisions {
 
 impl Revisions {
     fn key(&self, id: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(id)
     }
 
     /// Intake created the record of task `id`, from the submission at `seq`, as `revision`.
@@ -67,7 +65,8 @@ impl Revisions {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Entries held.
+    pub fn held(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).by_id.len()
     }
 }
@@ -93,7 +92,7 @@ mod tests {
         for n in 0..(CAPACITY as u64 + 10) {
             r.created(&format!("t{n}"), n, n);
         }
-        assert!(r.len() <= CAPACITY);
+        assert!(r.held() <= CAPACITY);
         assert_eq!(r.take("t0", 0), None);
         let last = CAPACITY as u64 + 9;
         assert_eq!(r.take(&format!("t{last}"), last), Some(last));
