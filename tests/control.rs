@@ -204,3 +204,89 @@ async fn failed_expired_and_stopped_tasks_can_be_replayed_as_new_tasks() {
     app.wait_status(r["task_id"].as_str().unwrap(), "Succeeded", T).await;
     app.stop().await;
 }
+
+/// Stops sent while tasks are being taken off the queue — some before their record exists,
+/// some as their first write races, some while they run — never let a task stopped while
+/// waiting reach the endpoint, and never run a task twice: whichever write wins, the other
+/// side sees it.
+#[tokio::test]
+async fn stops_racing_dispatch_never_call_a_stopped_task_and_never_run_one_twice() {
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    // 100 tasks/s at most: the queue builds up behind the first tasks, so that the stops meet
+    // tasks in every state, from not yet recorded to running.
+    let rx = Receiver::start(|_, _| Reply::After(Duration::from_millis(20), Box::new(Reply::ok("")))).await;
+    app.put_fn(
+        "race",
+        json!({"endpoint": rx.url(), "concurrency": {"max": 2, "adaptive": false}}),
+    )
+    .await;
+    let js = nats.jetstream().await;
+    let n = 120;
+    let ids: Vec<String> = (0..n).map(|i| format!("race-{i}")).collect();
+    let stopper = {
+        let app = App::at(&app.base);
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            // Every other task, in submission order, as soon as it is submitted.
+            for id in ids.iter().step_by(2) {
+                loop {
+                    let a = app.post(&format!("/v1/tasks/{id}/stop"), "", &[]).await;
+                    match a.status {
+                        200 | 409 => break,
+                        // Not recorded yet.
+                        404 => tokio::time::sleep(Duration::from_millis(1)).await,
+                        other => panic!("stop {id}: {other} {}", a.body),
+                    }
+                }
+            }
+        })
+    };
+    for id in &ids {
+        publish(&js, "race", b"x", &[("Nats-Msg-Id", id)]).await;
+    }
+    stopper.await.unwrap();
+    let mut finished = Vec::new();
+    for id in &ids {
+        let deadline = std::time::Instant::now() + T;
+        let t = loop {
+            match app.task(id).await {
+                Some(t) if t["status"] == "Succeeded" || t["status"] == "Stopped" => break Some(t),
+                last => assert!(std::time::Instant::now() < deadline, "{id} not finished: {last:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        finished.push(t.unwrap());
+    }
+    let calls = rx.calls();
+    let mut stopped_waiting = 0;
+    for (i, t) in finished.iter().enumerate() {
+        let id = &ids[i];
+        let called = calls.iter().filter(|c| c.task_id() == *id).count();
+        assert!(called <= 1, "{id} was called {called} times");
+        let states: Vec<&str> = t["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["status"].as_str().unwrap())
+            .collect();
+        if i % 2 == 1 {
+            assert_eq!(t["status"], "Succeeded", "{id}: {t}");
+            assert_eq!(called, 1, "{id}");
+        } else if t["status"] == "Stopped" && !states.contains(&"Running") {
+            stopped_waiting += 1;
+            assert_eq!(called, 0, "{id} was stopped while waiting, yet called: {states:?}");
+        } else {
+            assert!(
+                states.contains(&"Running"),
+                "{id} ran without a Running record: {states:?}"
+            );
+        }
+    }
+    println!("{stopped_waiting} of {} stopped before they ran", n / 2);
+    assert!(
+        stopped_waiting > 0,
+        "no stop reached a waiting task: the test raced nothing"
+    );
+    app.stop().await;
+}
