@@ -444,8 +444,9 @@ const FRESH: Duration = Duration::from_millis(100);
 /// The record a delivery works on, and the effects of creating it when it is not written yet
 /// (`revision` 0: the delivery's first write creates it and publishes them). The record is read
 /// back; or rebuilt from the submission when intake has just created it (see
-/// [`crate::revisions`]) or, on a first delivery, is likely not to have yet. Either guess is checked by the
-/// write's revision: a wrong one costs a read. `None`: nothing to do.
+/// [`crate::revisions`]) or, on a first delivery, is likely not to have yet. Either guess is
+/// checked by the write's revision: a wrong one costs a failed write and a read. `None`:
+/// nothing to do.
 async fn find(
     ctx: &Ctx,
     parsed: submission::Parsed,
