@@ -248,15 +248,7 @@ async fn stops_racing_dispatch_never_call_a_stopped_task_and_never_run_one_twice
     stopper.await.unwrap();
     let mut finished = Vec::new();
     for id in &ids {
-        let deadline = std::time::Instant::now() + T;
-        let t = loop {
-            match app.task(id).await {
-                Some(t) if t["status"] == "Succeeded" || t["status"] == "Stopped" => break Some(t),
-                last => assert!(std::time::Instant::now() < deadline, "{id} not finished: {last:?}"),
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        finished.push(t.unwrap());
+        finished.push(app.wait_status_in(id, &["Succeeded", "Stopped"], T).await);
     }
     let calls = rx.calls();
     let mut stopped_waiting = 0;

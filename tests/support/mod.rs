@@ -315,18 +315,23 @@ impl App {
 
     /// Waits until task `id` is in `status`, and returns its record.
     pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        self.wait_status_in(id, &[status], within).await
+    }
+
+    /// Waits until task `id` is in one of `statuses`, and returns its record.
+    pub async fn wait_status_in(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
         let mut last = Value::Null;
         let deadline = Instant::now() + within;
         loop {
             if let Some(t) = self.task(id).await {
-                if t["status"] == status {
+                if statuses.iter().any(|s| t["status"] == *s) {
                     return t;
                 }
                 last = t;
             }
             assert!(
                 Instant::now() < deadline,
-                "task {id} not {status} within {within:?}; last: {last}"
+                "task {id} not {statuses:?} within {within:?}; last: {last}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
