@@ -109,7 +109,7 @@ impl Fair {
         let limited = ctx
             .registry
             .get(&record.function)
-            .is_none_or(|s| s.rate_limit.is_some() || s.user_rate_limit.is_some() || !s.task_mode);
+            .is_none_or(|s| s.is_paced() || !s.task_mode);
         if limited {
             return;
         }

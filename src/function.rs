@@ -289,6 +289,12 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
 }
 
 impl FunctionSpec {
+    /// Whether a rate limit (of the function, or per user) paces its tasks: they then start in
+    /// the limit's own time, not as soon as a slot is free.
+    pub fn is_paced(&self) -> bool {
+        self.rate_limit.is_some() || self.user_rate_limit.is_some()
+    }
+
     /// The spec as answered by `GET`: never the signing secret.
     pub fn public_json(&self, name: &str) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);

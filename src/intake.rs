@@ -89,7 +89,7 @@ const DEFER: Duration = Duration::from_millis(50);
 fn dispatch_is_ready(ctx: &Ctx, r: &crate::task::TaskRecord, spec: Option<&crate::function::FunctionSpec>) -> bool {
     let runnable = r.status == crate::task::Status::Enqueued
         && r.waiting_until().is_none()
-        && spec.is_some_and(|s| s.task_mode && s.enabled && s.rate_limit.is_none() && s.user_rate_limit.is_none());
+        && spec.is_some_and(|s| s.task_mode && s.enabled && !s.is_paced());
     if !runnable {
         return false;
     }
