@@ -166,6 +166,10 @@ impl Replicas {
 
     pub fn slots(&self, function: &str) -> Arc<Slots> {
         let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up on every submission and attempt: no key is allocated unless it is new.
+        if let Some(slots) = s.get(function) {
+            return slots.clone();
+        }
         s.entry(function.to_string()).or_default().clone()
     }
 
