@@ -706,7 +706,7 @@ async fn run_attempt(
     let call = invoke::call(
         &ctx.http,
         Call {
-            endpoint: &spec.endpoint,
+            endpoint: spec.endpoint.url(),
             task_id: &r.id,
             function: &r.function,
             attempt: r.attempts,

@@ -32,7 +32,7 @@ pub struct RateLimit {
 /// A function's full policy, every key resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FunctionSpec {
-    pub endpoint: String,
+    pub endpoint: Endpoint,
     pub timeout: Dur,
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -47,6 +47,53 @@ pub struct FunctionSpec {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
+}
+
+/// A function's URL, as given (what `GET` shows) and parsed once: parsing it for every call
+/// was 1.5% of the dispatcher's time.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    given: String,
+    url: reqwest::Url,
+}
+
+impl Endpoint {
+    /// An absolute `http://` or `https://` URL with a host; `None` otherwise.
+    pub fn parse(given: &str) -> Option<Endpoint> {
+        let url = reqwest::Url::parse(given).ok()?;
+        (matches!(url.scheme(), "http" | "https") && url.host().is_some()).then(|| Endpoint {
+            given: given.to_string(),
+            url,
+        })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.given
+    }
+}
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Endpoint) -> bool {
+        self.given == other.given
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.given)
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
+        let given = String::deserialize(d)?;
+        Endpoint::parse(&given)
+            .ok_or_else(|| serde::de::Error::custom(format!("{given:?} is not an http:// or https:// URL")))
+    }
 }
 
 /// A stored function: its name and spec.
@@ -201,15 +248,8 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
 
     let endpoint: Option<String> = field(obj, "endpoint", "endpoint")?;
     let endpoint = endpoint.ok_or_else(|| perr("endpoint", "required: the URL jetask calls"))?;
-    match reqwest::Url::parse(&endpoint) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => {
-            return Err(perr(
-                "endpoint",
-                format!("{endpoint:?} is not an http:// or https:// URL"),
-            ))
-        }
-    }
+    let endpoint = Endpoint::parse(&endpoint)
+        .ok_or_else(|| perr("endpoint", format!("{endpoint:?} is not an http:// or https:// URL")))?;
 
     let timeout: Dur = field(obj, "timeout", "timeout")?;
     dur_in(timeout, "timeout", Duration::from_millis(1), MAX_TIMEOUT)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// One attempt's request.
 pub struct Call<'a> {
-    pub endpoint: &'a str,
+    pub endpoint: &'a reqwest::Url,
     pub task_id: &'a str,
     pub function: &'a str,
     pub attempt: u32,
@@ -37,7 +37,7 @@ pub async fn call(client: &reqwest::Client, c: Call<'_>) -> Outcome {
     let started = Timestamp::now();
     let deadline = started.plus(c.timeout);
     let req = client
-        .post(c.endpoint)
+        .post(c.endpoint.clone())
         .timeout(c.timeout)
         .header(h::CONTENT_TYPE, c.content_type.unwrap_or("application/octet-stream"))
         .header(h::TASK_ID, c.task_id)
