@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 /// Record writes applied in one transaction at most.
 const MAX_BATCH: usize = 1024;
 /// How long the follower gathers writes before applying them, once caught up.
-const GATHER: Duration = Duration::from_millis(10);
+const GATHER: Duration = Duration::from_millis(40);
 
 /// A list query (CONTRACT §4 queries).
 #[derive(Clone, Debug, Default)]
