@@ -389,6 +389,27 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_is_stored_as_given_and_called_as_parsed() {
+        // Parsing normalizes ("HTTP://…:80/a/../f" calls http://…/f); GET shows what was put.
+        let given = "HTTP://Example.test:80/a/../f?x=1";
+        let s = ok(json!({ "endpoint": given }));
+        assert_eq!(s.endpoint.as_str(), given);
+        assert_eq!(s.endpoint.url().as_str(), "http://example.test/f?x=1");
+        let stored = serde_json::to_value(&s).unwrap();
+        assert_eq!(stored["endpoint"], given);
+        let back: FunctionSpec = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(back, s);
+        // A stored spec whose endpoint is not a URL (edited by hand) is refused, naming it.
+        let mut bad = stored;
+        bad["endpoint"] = json!("ftp://x.test/f");
+        let e = serde_json::from_value::<FunctionSpec>(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("\"ftp://x.test/f\" is not an http:// or https:// URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn nested_keys_merge_over_defaults() {
         let defaults = json!({"backoff": {"initial": "10ms"}, "max_attempts": 2});
         let s = resolve(
