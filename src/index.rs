@@ -17,9 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 /// Record writes applied in one transaction at most.
 const MAX_BATCH: usize = 1024;
-/// How long the follower gathers writes before applying them, once caught up: longer than a
-/// short call takes under load (15–20 ms), so that a task's start and end make one upsert.
-const GATHER: Duration = Duration::from_millis(40);
+/// How long the follower gathers writes before applying them, once caught up.
+const GATHER: Duration = Duration::from_millis(10);
+/// The same while writes come in by the dozen: longer than a short call takes under load
+/// (15–20 ms), so that a task's start and end make one upsert. Not always: a list read just
+/// after a lone write (a task seen `Failed`, then the dead-letter list) would miss it longer.
+const GATHER_BUSY: Duration = Duration::from_millis(40);
+/// Writes arriving at once that make the follower busy.
+const BUSY: usize = 64;
 
 /// A list query (CONTRACT §4 queries).
 #[derive(Clone, Debug, Default)]
@@ -350,7 +355,7 @@ impl Index {
                 if self.ready() && batch.len() < MAX_BATCH {
                     // A task's writes come in quick succession (its start, then often its end):
                     // gathered a moment longer, they make one upsert instead of several.
-                    tokio::time::sleep(GATHER).await;
+                    tokio::time::sleep(if batch.len() >= BUSY { GATHER_BUSY } else { GATHER }).await;
                     while batch.len() < MAX_BATCH {
                         match chunks.next().now_or_never() {
                             Some(Some(more)) => batch.extend(more),
