@@ -212,6 +212,11 @@ async fn the_nats_micro_service_answers_as_http_does() {
 
     let (_, over_nats) = nats.api("jetask.api.task.get", json!({"id": id})).await;
     assert_eq!(over_nats, app.get(&format!("/v1/tasks/{id}")).await.body);
+    // Both lists read the list index, which follows record writes within milliseconds.
+    wait_for("the final write in the list index", Duration::from_secs(1), || async {
+        app.get("/v1/tasks?function=svc").await.body["tasks"][0]["status"] == "Succeeded"
+    })
+    .await;
     let (_, over_nats) = nats
         .api("jetask.api.task.list", json!({"function": "svc", "limit": 5}))
         .await;

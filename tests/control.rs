@@ -174,9 +174,16 @@ async fn failed_expired_and_stopped_tasks_can_be_replayed_as_new_tasks() {
         .submit("fragile", "payload", &[("Content-Type", "text/plain")])
         .await;
     app.wait_status(&id, "Failed", T).await;
-    // The dead-letter view.
-    let dead = app.get("/v1/tasks?status=Failed&function=fragile").await.body;
-    assert_eq!(dead["tasks"][0]["id"], id.as_str());
+    // The dead-letter view: the list index follows record writes within milliseconds.
+    wait_for(
+        "the failed task in the dead-letter list",
+        Duration::from_secs(1),
+        || async {
+            let dead = app.get("/v1/tasks?status=Failed&function=fragile").await.body;
+            dead["tasks"][0]["id"] == id.as_str()
+        },
+    )
+    .await;
 
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = app.post(&format!("/v1/tasks/{id}/replay"), "", &[]).await;

@@ -48,6 +48,11 @@ async fn lists_filter_by_function_status_user_and_time_newest_first_in_pages() {
             .map(|t| t["id"].as_str().unwrap().to_string())
             .collect()
     };
+    // The list index follows record writes within milliseconds.
+    wait_for("the last write in the list index", Duration::from_secs(1), || async {
+        app.get("/v1/tasks?status=Failed").await.body["tasks"][0]["id"] == "b2"
+    })
+    .await;
     let all = app.get("/v1/tasks").await.body;
     assert_eq!(ids_of(&all), ["b2", "b1", "b0", "g4", "g3", "g2", "g1", "g0"]);
     assert!(all["tasks"][0].get("input").is_none());
