@@ -247,7 +247,11 @@ async fn with_tokens_every_route_but_health_needs_one_and_users_see_only_their_t
         !taken.body.to_string().contains("Running"),
         "reveals nothing of the task"
     );
-    assert_eq!(alice.get("/v1/tasks").await.body["tasks"][0]["id"], "alices");
+    // The list index follows record writes within milliseconds.
+    wait_for("alice's task in her list", Duration::from_secs(1), || async {
+        alice.get("/v1/tasks").await.body["tasks"][0]["id"] == "alices"
+    })
+    .await;
     assert_eq!(alice.post(&format!("/v1/tasks/{id}/stop"), "", &[]).await.status, 200);
 }
 
