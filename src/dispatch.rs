@@ -389,7 +389,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
     let settle = async {
         let task = if persist {
             match find(ctx, parsed, accepted_at, delivered).await {
-                Ok(Some(found)) if found.0.record.seq == seq => found,
+                Ok(Some(v)) if v.record.seq == seq => v,
                 Ok(Some(_)) => {
                     tracing::debug!("duplicate submission dropped");
                     return Settle::Ack;
@@ -411,9 +411,9 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
                 record.status = Status::Retrying;
                 record.attempts = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
             }
-            (Versioned { record, revision: 0 }, Vec::new())
+            Versioned { record, revision: 0 }
         };
-        let (mut task, created) = task;
+        let mut task = task;
         // A wait for the function's rate limit goes into the history with the start.
         if let Some(w) = waited.filter(|w| *w >= Duration::from_millis(1)) {
             let why = format!(
@@ -424,7 +424,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
                 task.record = noted;
             }
         }
-        drive(ctx, task, created, spec.as_deref(), Some(&acker), persist).await
+        drive(ctx, task, spec.as_deref(), Some(&acker), persist).await
     }
     .instrument(span)
     .await;
@@ -441,43 +441,32 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
 /// submission and created by its first write, rather than looked for first.
 const FRESH: Duration = Duration::from_millis(100);
 
-/// The record a delivery works on, and the effects of creating it when it is not written yet
-/// (`revision` 0: the delivery's first write creates it and publishes them). The record is read
-/// back; or rebuilt from the submission when intake has just created it (see
-/// [`crate::revisions`]) or, on a first delivery, is likely not to have yet. Either guess is
-/// checked by the write's revision: a wrong one costs a failed write and a read. `None`:
+/// The record a delivery works on: read back; or rebuilt from the submission when intake has
+/// just created it (see [`crate::revisions`]) or, on a first delivery, is likely not to have yet
+/// (`revision` 0: the delivery's first write creates it, see [`records::commit`]). Either guess
+/// is checked by the write's revision: a wrong one costs a failed write and a read. `None`:
 /// nothing to do.
 async fn find(
     ctx: &Ctx,
     parsed: submission::Parsed,
     accepted_at: Timestamp,
     delivered: i64,
-) -> Result<Option<(Versioned, Vec<machine::Effect>)>, StoreError> {
+) -> Result<Option<Versioned>, StoreError> {
     // Also after a park (a delayed task come due): nothing else wrote its record meanwhile.
     let known = ctx.revisions.take(&parsed.task.id, parsed.task.seq);
     let fresh = delivered == 1 && u128::from(Timestamp::now().since(accepted_at)) < FRESH.as_millis();
     if known.is_none() && !fresh {
-        return Ok(load_or_create(ctx, parsed, accepted_at).await?.map(|v| (v, Vec::new())));
+        return load_or_create(ctx, parsed, accepted_at).await;
     }
     let t = machine::create(parsed.task, parsed.invalid, accepted_at);
-    match known {
-        Some(revision) => Ok(Some((
-            Versioned {
-                record: t.record,
-                revision,
-            },
-            Vec::new(),
-        ))),
-        // Invalid from the start: nothing to decide, written at once.
-        None if t.record.status.is_terminal() => Ok(create_or_read(ctx, t).await?.map(|v| (v, Vec::new()))),
-        None => Ok(Some((
-            Versioned {
-                record: t.record,
-                revision: 0,
-            },
-            t.effects,
-        ))),
+    // Invalid from the start: nothing to decide, written at once.
+    if known.is_none() && t.record.status.is_terminal() {
+        return create_or_read(ctx, t).await;
     }
+    Ok(Some(Versioned {
+        record: t.record,
+        revision: known.unwrap_or(0),
+    }))
 }
 
 /// The record of a submission, creating it when intake has not yet. `None`: nothing to do.
@@ -511,7 +500,6 @@ async fn create_or_read(ctx: &Ctx, t: machine::Transition) -> Result<Option<Vers
 async fn drive(
     ctx: &Ctx,
     mut v: Versioned,
-    mut created: Vec<machine::Effect>,
     spec: Option<&FunctionSpec>,
     acker: Option<&Acker>,
     persist: bool,
@@ -592,7 +580,7 @@ async fn drive(
         if events.iter().any(|e| matches!(e, Event::Start { .. })) {
             v.record.holder = Some(ctx.replicas.id.clone());
         }
-        v = match commit_or_reload(ctx, &v, std::mem::take(&mut created), events, now, persist, spec).await {
+        v = match commit_or_reload(ctx, &v, events, now, persist, spec).await {
             Ok(next) => next,
             Err(settle) => return settle,
         };
@@ -633,23 +621,20 @@ async fn expedite(ctx: &Ctx, function: &str, id: &str) {
     let span = tracing::info_span!("task", task_id = %id, function = %function, head_start = true);
     // What the submission's own delivery does next is decided when it comes: its settle here
     // has nothing to act on.
-    let _ = drive(ctx, v, Vec::new(), spec.as_deref(), None, true)
-        .instrument(span)
-        .await;
+    let _ = drive(ctx, v, spec.as_deref(), None, true).instrument(span).await;
 }
 
-/// Writes `events` over `v` (creating it, with `created` published first, when `v` is not
-/// written yet); on a lost race, the record as it now is (to be decided afresh).
+/// Writes `events` over `v` (creating it when `v` is not written yet); on a lost race, the
+/// record as it now is (to be decided afresh).
 async fn commit_or_reload(
     ctx: &Ctx,
     v: &Versioned,
-    created: Vec<machine::Effect>,
     events: Vec<Event>,
     now: Timestamp,
     persist: bool,
     spec: Option<&FunctionSpec>,
 ) -> Result<Versioned, Settle> {
-    match records::commit(ctx, v, created, events, now, persist, spec).await {
+    match records::commit(ctx, v, events, now, persist, spec).await {
         Ok((next, _)) => Ok(next),
         Err(CommitError::Store(StoreError::Conflict)) => match ctx.tasks.get(&v.record.id).await {
             // The ID's record is another submission's: this one is a duplicate.
@@ -775,7 +760,7 @@ async fn run_attempt(
     };
     drop(guard);
     match event {
-        Some(ev) => commit_or_reload(ctx, &v, Vec::new(), vec![ev], now, persist, Some(spec)).await,
+        Some(ev) => commit_or_reload(ctx, &v, vec![ev], now, persist, Some(spec)).await,
         None => reload(ctx, &r.id).await,
     }
 }
@@ -817,16 +802,7 @@ async fn await_completion(
         if let Some(why) = machine::long_attempt_overdue(r, spec.heartbeat_timeout.0, spec.timeout.0, now) {
             let error = TaskError::new(ErrorType::Timeout, why);
             let ev = outcome::decide(r, Outcome::Retryable(error), spec, 0, now, rand::random::<f64>());
-            return commit_or_reload(
-                ctx,
-                &current,
-                Vec::new(),
-                ev.into_iter().collect(),
-                now,
-                persist,
-                Some(spec),
-            )
-            .await;
+            return commit_or_reload(ctx, &current, ev.into_iter().collect(), now, persist, Some(spec)).await;
         }
         let started = r.attempt_started_at.unwrap_or(now);
         let due = r

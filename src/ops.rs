@@ -150,7 +150,7 @@ async fn transition(
         let v = visible(ctx, caller, id).await?;
         let events = events(&v)?;
         let spec = ctx.function(&v.record.function).await;
-        match records::commit(ctx, &v, Vec::new(), events, Timestamp::now(), true, spec.as_deref()).await {
+        match records::commit(ctx, &v, events, Timestamp::now(), true, spec.as_deref()).await {
             Ok(done) => return Ok(done),
             Err(CommitError::Invalid(_)) => return Err(conflict(id, v.record.status, refuse)),
             Err(CommitError::Store(StoreError::Conflict)) => continue,

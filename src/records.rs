@@ -27,18 +27,25 @@ pub enum CommitError {
 /// delivery is queued after it.
 ///
 /// Revision 0 means a record not written yet (built from its submission): the write then
-/// creates it, and `created`, the effects of its creation, are published first.
+/// creates it, and its creation (the first state of its history) is published first.
 pub async fn commit(
     ctx: &Ctx,
     current: &Versioned,
-    created: Vec<Effect>,
     events: Vec<Event>,
     now: Timestamp,
     persist: bool,
     spec: Option<&FunctionSpec>,
 ) -> Result<(Versioned, Vec<Effect>), CommitError> {
     let mut record = current.record.clone();
-    let mut effects = created;
+    let mut effects: Vec<Effect> = match (persist, current.revision) {
+        (true, 0) => record
+            .events
+            .first()
+            .map(|e| Effect::Emit(e.status))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
     for ev in events {
         let t = machine::apply(&record, ev, now)?;
         record = t.record;
