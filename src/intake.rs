@@ -93,8 +93,7 @@ fn dispatch_is_ready(ctx: &Ctx, r: &crate::task::TaskRecord, spec: Option<&crate
     if !runnable {
         return false;
     }
-    let slots = ctx.replicas.slots(&r.function);
-    slots.in_flight.load(std::sync::atomic::Ordering::Acquire) < slots.limit.load(std::sync::atomic::Ordering::Acquire)
+    !ctx.replicas.slots(&r.function).is_full()
 }
 
 /// What an HTTP submission led to.

@@ -92,6 +92,11 @@ impl Slots {
         self.freed.notify_one();
     }
 
+    /// Whether every slot of this replica's share is taken.
+    pub fn is_full(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) >= self.limit.load(Ordering::Acquire)
+    }
+
     fn holding(&self) -> u32 {
         self.limit
             .load(Ordering::Acquire)
@@ -195,7 +200,7 @@ impl Replicas {
             slots.freed.notify_one();
         }
         // Only a holding above the limit is news to the others.
-        if slots.in_flight.load(Ordering::Acquire) >= slots.limit.load(Ordering::Acquire) {
+        if slots.is_full() {
             self.dirty.notify_one();
         }
     }
