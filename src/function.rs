@@ -58,13 +58,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An absolute `http://` or `https://` URL with a host; `None` otherwise.
-    pub fn parse(given: &str) -> Option<Endpoint> {
-        let url = reqwest::Url::parse(given).ok()?;
-        (matches!(url.scheme(), "http" | "https") && url.host().is_some()).then(|| Endpoint {
-            given: given.to_string(),
-            url,
-        })
+    /// An absolute `http://` or `https://` URL with a host; otherwise why not.
+    pub fn parse(given: &str) -> Result<Endpoint, String> {
+        match reqwest::Url::parse(given) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(Endpoint {
+                given: given.to_string(),
+                url,
+            }),
+            _ => Err(format!("{given:?} is not an http:// or https:// URL")),
+        }
     }
 
     pub fn url(&self) -> &reqwest::Url {
@@ -91,8 +93,7 @@ impl Serialize for Endpoint {
 impl<'de> Deserialize<'de> for Endpoint {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
         let given = String::deserialize(d)?;
-        Endpoint::parse(&given)
-            .ok_or_else(|| serde::de::Error::custom(format!("{given:?} is not an http:// or https:// URL")))
+        Endpoint::parse(&given).map_err(serde::de::Error::custom)
     }
 }
 
@@ -248,8 +249,7 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
 
     let endpoint: Option<String> = field(obj, "endpoint", "endpoint")?;
     let endpoint = endpoint.ok_or_else(|| perr("endpoint", "required: the URL jetask calls"))?;
-    let endpoint = Endpoint::parse(&endpoint)
-        .ok_or_else(|| perr("endpoint", format!("{endpoint:?} is not an http:// or https:// URL")))?;
+    let endpoint = Endpoint::parse(&endpoint).map_err(|why| perr("endpoint", why))?;
 
     let timeout: Dur = field(obj, "timeout", "timeout")?;
     dur_in(timeout, "timeout", Duration::from_millis(1), MAX_TIMEOUT)?;
