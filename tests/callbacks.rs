@@ -212,11 +212,9 @@ async fn the_nats_micro_service_answers_as_http_does() {
 
     let (_, over_nats) = nats.api("jetask.api.task.get", json!({"id": id})).await;
     assert_eq!(over_nats, app.get(&format!("/v1/tasks/{id}")).await.body);
-    // Both lists read the list index, which follows record writes within milliseconds.
-    wait_for("the final write in the list index", Duration::from_secs(1), || async {
-        app.get("/v1/tasks?function=svc").await.body["tasks"][0]["status"] == "Succeeded"
-    })
-    .await;
+    // Both lists below read the list index: it must have the final write first.
+    app.wait_listed_first("/v1/tasks?function=svc&status=Succeeded", &id)
+        .await;
     let (_, over_nats) = nats
         .api("jetask.api.task.list", json!({"function": "svc", "limit": 5}))
         .await;

@@ -174,16 +174,9 @@ async fn failed_expired_and_stopped_tasks_can_be_replayed_as_new_tasks() {
         .submit("fragile", "payload", &[("Content-Type", "text/plain")])
         .await;
     app.wait_status(&id, "Failed", T).await;
-    // The dead-letter view: the list index follows record writes within milliseconds.
-    wait_for(
-        "the failed task in the dead-letter list",
-        Duration::from_secs(1),
-        || async {
-            let dead = app.get("/v1/tasks?status=Failed&function=fragile").await.body;
-            dead["tasks"][0]["id"] == id.as_str()
-        },
-    )
-    .await;
+    // The dead-letter view.
+    app.wait_listed_first("/v1/tasks?status=Failed&function=fragile", &id)
+        .await;
 
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = app.post(&format!("/v1/tasks/{id}/replay"), "", &[]).await;

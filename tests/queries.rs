@@ -48,11 +48,7 @@ async fn lists_filter_by_function_status_user_and_time_newest_first_in_pages() {
             .map(|t| t["id"].as_str().unwrap().to_string())
             .collect()
     };
-    // The list index follows record writes within milliseconds.
-    wait_for("the last write in the list index", Duration::from_secs(1), || async {
-        app.get("/v1/tasks?status=Failed").await.body["tasks"][0]["id"] == "b2"
-    })
-    .await;
+    app.wait_listed_first("/v1/tasks?status=Failed", "b2").await;
     let all = app.get("/v1/tasks").await.body;
     assert_eq!(ids_of(&all), ["b2", "b1", "b0", "g4", "g3", "g2", "g1", "g0"]);
     assert!(all["tasks"][0].get("input").is_none());
@@ -247,11 +243,7 @@ async fn with_tokens_every_route_but_health_needs_one_and_users_see_only_their_t
         !taken.body.to_string().contains("Running"),
         "reveals nothing of the task"
     );
-    // The list index follows record writes within milliseconds.
-    wait_for("alice's task in her list", Duration::from_secs(1), || async {
-        alice.get("/v1/tasks").await.body["tasks"][0]["id"] == "alices"
-    })
-    .await;
+    alice.wait_listed_first("/v1/tasks", "alices").await;
     assert_eq!(alice.post(&format!("/v1/tasks/{id}/stop"), "", &[]).await.status, 200);
 }
 

@@ -318,6 +318,15 @@ impl App {
         self.wait_status_in(id, &[status], within).await
     }
 
+    /// Waits until the list `query` (a `/v1/tasks?…` path) starts with task `id`: lists come from
+    /// the list index, which follows record writes within milliseconds, not at once.
+    pub async fn wait_listed_first(&self, query: &str, id: &str) {
+        wait_for(&format!("{id} first in {query}"), Duration::from_secs(1), || async {
+            self.get(query).await.body["tasks"][0]["id"] == id
+        })
+        .await;
+    }
+
     /// Waits until task `id` is in one of `statuses`, and returns its record.
     pub async fn wait_status_in(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
         let mut last = Value::Null;
