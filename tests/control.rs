@@ -256,21 +256,16 @@ async fn stops_racing_dispatch_never_call_a_stopped_task_and_never_run_one_twice
         let id = &ids[i];
         let called = calls.iter().filter(|c| c.task_id() == *id).count();
         assert!(called <= 1, "{id} was called {called} times");
-        let states: Vec<&str> = t["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["status"].as_str().unwrap())
-            .collect();
+        let states = states(t);
         if i % 2 == 1 {
             assert_eq!(t["status"], "Succeeded", "{id}: {t}");
             assert_eq!(called, 1, "{id}");
-        } else if t["status"] == "Stopped" && !states.contains(&"Running") {
+        } else if t["status"] == "Stopped" && !states.iter().any(|s| s == "Running") {
             stopped_waiting += 1;
             assert_eq!(called, 0, "{id} was stopped while waiting, yet called: {states:?}");
         } else {
             assert!(
-                states.contains(&"Running"),
+                states.iter().any(|s| s == "Running"),
                 "{id} ran without a Running record: {states:?}"
             );
         }

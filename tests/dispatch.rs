@@ -34,12 +34,7 @@ async fn a_task_calls_its_endpoint_with_the_contract_headers_and_records_the_res
     assert_eq!(t["result"], "got alice");
     assert_eq!(t["attempts"], 1);
     assert_eq!(t["input_size"], 5);
-    let states: Vec<_> = t["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap().to_string())
-        .collect();
+    let states = states(&t);
     assert_eq!(states, ["Enqueued", "Dequeued", "Running", "Succeeded"]);
     assert!(t["queue_ms"].as_u64().is_some() && t["duration_ms"].as_u64().is_some());
     assert!(t.get("input").is_none(), "input only with include_input");
@@ -81,12 +76,7 @@ async fn server_errors_are_retried_with_backoff_until_attempts_run_out() {
     let gap2 = calls[2].at - calls[1].at;
     assert!(gap1 >= Duration::from_millis(200), "first backoff {gap1:?}");
     assert!(gap2 >= Duration::from_millis(400), "second backoff {gap2:?}");
-    let states: Vec<_> = t["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap().to_string())
-        .collect();
+    let states = states(&t);
     assert_eq!(
         states,
         [

@@ -196,12 +196,7 @@ async fn stopping_a_running_task_aborts_its_request() {
         || async { rx.aborted() == 1 },
     )
     .await;
-    let states: Vec<_> = t["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap().to_string())
-        .collect();
+    let states = states(&t);
     assert_eq!(states[states.len() - 2..], ["Stopping", "Stopped"]);
     app.stop().await;
 }

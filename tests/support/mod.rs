@@ -369,6 +369,16 @@ where
     }
 }
 
+/// The states of a task record's history, oldest first.
+pub fn states(record: &Value) -> Vec<String> {
+    record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// One request a receiver got.
 #[derive(Clone, Debug)]
 pub struct Call {
