@@ -1,18 +1,26 @@
 //! The JetStream floor of a task: the server operations one task of task mode costs, done by
-//! hand with no jetask logic, no HTTP call and no list index, as fast as this machine allows.
-//! `cargo run --release --example task_floor -- NATS_URL COUNT [--no-intake] [--no-running]`.
+//! hand with no jetask logic and no list index, as fast as this machine allows.
+//! `cargo run --release --example task_floor -- NATS_URL COUNT [--no-intake] [--no-running]
+//! [--http] [--due-in SECS]`.
 //!
 //! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create and ack; the
 //! dispatcher's delivery, `Running` write with its two events, final write with its event, and
 //! ack; and one watcher following the bucket (what every replica's list index follows). The
 //! flags drop intake's record or the `Running` write, to price those two product decisions.
 //! Record sizes are about those jetask writes for a 256-byte input (985 bytes once finished).
+//!
+//! `--http` adds what no design that calls functions over HTTP can skip: a POST of the input to
+//! a no-op endpoint in this process (axum, called with reqwest, as jetask's bench does) between
+//! the two writes. `--due-in SECS` makes every task due at the same moment, as `jetask bench
+//! --due-in` does: each first delivery is parked with a delayed nak until then, and the run
+//! prints how late the tasks start after it (after the `Running` write, or where the endpoint
+//! receives the call with `--http`).
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
 use std::future::IntoFuture;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const WINDOW: usize = 4000;
 const CONCURRENCY: usize = 256;
@@ -21,11 +29,42 @@ const CONCURRENCY: usize = 256;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, count, flags @ ..] = args.as_slice() else {
-        return Err("usage: task_floor NATS_URL COUNT [--no-intake] [--no-running]".into());
+        return Err("usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--http] [--due-in SECS]".into());
     };
     let n: usize = count.parse()?;
     let intake = !flags.iter().any(|f| f == "--no-intake");
     let running = !flags.iter().any(|f| f == "--no-running");
+    let due_in: Option<u64> = flags
+        .iter()
+        .position(|f| f == "--due-in")
+        .and_then(|i| flags.get(i + 1))
+        .map(|s| s.parse())
+        .transpose()?;
+    let due = due_in.map(|s| SystemTime::now() + Duration::from_secs(s));
+    let late_by = move |due: SystemTime| SystemTime::now().duration_since(due).unwrap_or_default();
+    let late = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    // With `--http`, each task also calls a no-op endpoint between its two writes, as jetask
+    // calls a function; lateness is then taken where the endpoint receives the call.
+    let http = flags.iter().any(|f| f == "--http");
+    let endpoint = if http {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let late = late.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |_body: bytes::Bytes| {
+                if let Some(due) = due {
+                    late.lock().unwrap_or_else(|e| e.into_inner()).push(late_by(due));
+                }
+                async {}
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Some(url)
+    } else {
+        None
+    };
+    let http_client = reqwest::Client::new();
     let client = async_nats::connect(url.as_str()).await?;
     let js = jetstream::new(client.clone());
     let run = uuid::Uuid::now_v7().simple().to_string();
@@ -106,7 +145,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     });
 
     let dispatcher = tokio::spawn({
-        let (bucket, client) = (bucket.clone(), client.clone());
+        let (bucket, client, late) = (bucket.clone(), client.clone(), late.clone());
+        let (endpoint, http_client) = (endpoint.clone(), http_client.clone());
         async move {
             let mut msgs = dispatch_c.messages().await?;
             let gate = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -118,14 +158,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         let Some(m) = msgs.next().await else { break };
                         received += 1;
                         let m = m?;
+                        // Parked until due, as jetask parks a delayed task from its headers.
+                        if let (Some(due), 1) = (due, m.info()?.delivered) {
+                            received -= 1;
+                            let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+                            m.ack_with(jetstream::AckKind::Nak(Some(wait))).await?;
+                            continue;
+                        }
                         let id = id_of(&m);
+                        let late = late.clone();
                         let (bucket, client) = (bucket.clone(), client.clone());
+                        let (endpoint, http_client) = (endpoint.clone(), http_client.clone());
                         let (started, finished, event) = (started.clone(), finished.clone(), event.clone());
                         work.spawn(async move {
                             if running {
                                 bucket.put(&id, started).await?;
                                 client.publish("floor.events.Dequeued", event.clone()).await?;
                                 client.publish("floor.events.Running", event.clone()).await?;
+                            }
+                            if let Some(url) = endpoint {
+                                let body = bytes::Bytes::from(vec![b'x'; 256]);
+                                http_client.post(url).body(body).send().await?.bytes().await?;
+                            } else if let Some(due) = due {
+                                late.lock().unwrap_or_else(|e| e.into_inner()).push(late_by(due));
                             }
                             bucket.put(&id, finished).await?;
                             client.publish("floor.events.Succeeded", event).await?;
@@ -162,12 +217,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         t.await??;
     }
     let followed = tokio::time::timeout(Duration::from_secs(30), watcher).await??;
-    println!(
+    let mut late = late.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    late.sort();
+    if !late.is_empty() {
+        let q = |p: f64| late[((late.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+        println!(
+            "floor: {n} tasks due at once; due → start ms: p50 {:.1}, p99 {:.1}, max {:.1} (intake {intake}, http {http})",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
+    } else {
+        println!(
         "floor: {n} tasks in {:.2}s = {:.0} tasks/s (submissions {:.0}/s; intake {intake}, running write {running}; {followed} writes followed)",
         total.as_secs_f64(),
         n as f64 / total.as_secs_f64(),
         n as f64 / publish.as_secs_f64(),
     );
+    }
     let _ = js.delete_stream(format!("FLOOR_{run}")).await;
     let _ = js.delete_key_value(format!("FLOOR_{run}")).await;
     Ok(())
