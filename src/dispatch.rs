@@ -387,7 +387,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
     let span = tracing::info_span!("task", task_id = %parsed.task.id, function = %function);
     let persist = spec.as_ref().map(|s| s.task_mode).unwrap_or(true);
     let settle = async {
-        let task = if persist {
+        let mut task = if persist {
             match find(ctx, parsed, accepted_at, delivered).await {
                 Ok(Some(v)) if v.record.seq == seq => v,
                 Ok(Some(_)) => {
@@ -413,7 +413,6 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
             }
             Versioned { record, revision: 0 }
         };
-        let mut task = task;
         // A wait for the function's rate limit goes into the history with the start.
         if let Some(w) = waited.filter(|w| *w >= Duration::from_millis(1)) {
             let why = format!(
