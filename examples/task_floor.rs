@@ -34,12 +34,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let n: usize = count.parse()?;
     let intake = !flags.iter().any(|f| f == "--no-intake");
     let running = !flags.iter().any(|f| f == "--no-running");
-    let due_in: Option<u64> = flags
-        .iter()
-        .position(|f| f == "--due-in")
-        .and_then(|i| flags.get(i + 1))
-        .map(|s| s.parse())
-        .transpose()?;
+    let due_in: Option<u64> = match flags.iter().position(|f| f == "--due-in") {
+        Some(i) => Some(
+            flags
+                .get(i + 1)
+                .and_then(|s| s.parse().ok())
+                .ok_or("--due-in needs a whole number of seconds")?,
+        ),
+        None => None,
+    };
     let due = due_in.map(|s| SystemTime::now() + Duration::from_secs(s));
     let late_by = move |due: SystemTime| SystemTime::now().duration_since(due).unwrap_or_default();
     let late = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
@@ -156,15 +159,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 tokio::select! {
                     Ok(permit) = gate.clone().acquire_owned(), if received < n => {
                         let Some(m) = msgs.next().await else { break };
-                        received += 1;
                         let m = m?;
                         // Parked until due, as jetask parks a delayed task from its headers.
                         if let (Some(due), 1) = (due, m.info()?.delivered) {
-                            received -= 1;
                             let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
                             m.ack_with(jetstream::AckKind::Nak(Some(wait))).await?;
                             continue;
                         }
+                        received += 1;
                         let id = id_of(&m);
                         let late = late.clone();
                         let (bucket, client) = (bucket.clone(), client.clone());
@@ -228,12 +230,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             q(1.0)
         );
     } else {
+        let (secs, submitted) = (total.as_secs_f64(), n as f64 / publish.as_secs_f64());
         println!(
-        "floor: {n} tasks in {:.2}s = {:.0} tasks/s (submissions {:.0}/s; intake {intake}, running write {running}; {followed} writes followed)",
-        total.as_secs_f64(),
-        n as f64 / total.as_secs_f64(),
-        n as f64 / publish.as_secs_f64(),
-    );
+            "floor: {n} tasks in {secs:.2}s = {:.0} tasks/s (submissions {submitted:.0}/s; \
+             intake {intake}, running write {running}; {followed} writes followed)",
+            n as f64 / secs,
+        );
     }
     let _ = js.delete_stream(format!("FLOOR_{run}")).await;
     let _ = js.delete_key_value(format!("FLOOR_{run}")).await;
