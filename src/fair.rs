@@ -19,7 +19,7 @@ pub const MAX_SHARE: f64 = 0.1;
 /// Recent submissions count half after this long.
 const HALF_LIFE: Duration = Duration::from_secs(5);
 /// How long a function's backlog, read from JetStream, is reused.
-const BACKLOG_TTL: Duration = Duration::from_millis(250);
+const BACKLOG_TTL: Duration = Duration::from_millis(50);
 
 /// Whether a task of a user with `recent` submissions jumps its function's queue of `backlog`
 /// undelivered submissions, while intake has `unrecorded` submissions still to go through.
@@ -33,6 +33,20 @@ pub fn jumps(recent: f64, backlog: u64, unrecorded: u64) -> bool {
 /// A count that halves every [`HALF_LIFE`].
 fn decayed(count: f64, since: Duration) -> f64 {
     count * 0.5f64.powf(since.as_secs_f64() / HALF_LIFE.as_secs_f64())
+}
+
+/// A figure read from JetStream at an instant: reused while younger than [`BACKLOG_TTL`]. Once
+/// stale, the first caller is told to read it again (`None`) and the figure is marked fresh, so
+/// that the others keep using it until that read answers. Intake records hundreds of tasks at
+/// once: without this, every one of them asked JetStream for the consumer's info whenever the
+/// figure went stale, a load on the server in the middle of a burst.
+fn reuse(reading: &mut (u64, Instant), now: Instant) -> Option<u64> {
+    let (value, at) = reading;
+    if now.duration_since(*at) < BACKLOG_TTL {
+        return Some(*value);
+    }
+    *at = now;
+    None
 }
 
 #[derive(Default)]
@@ -63,9 +77,18 @@ impl Fair {
     /// The submissions of `function` not yet delivered to any dispatcher.
     async fn backlog(&self, ctx: &Ctx, function: &str) -> u64 {
         let now = Instant::now();
-        if let Some((b, at)) = self.backlog.lock().ok().and_then(|m| m.get(function).copied()) {
-            if now.duration_since(at) < BACKLOG_TTL {
-                return b;
+        {
+            let mut m = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+            match m.get_mut(function) {
+                Some(reading) => {
+                    if let Some(b) = reuse(reading, now) {
+                        return b;
+                    }
+                }
+                // Until the first answer, no queue: nothing jumps.
+                None => {
+                    m.insert(function.to_string(), (0, now));
+                }
             }
         }
         let b = match ctx
@@ -86,9 +109,16 @@ impl Fair {
     /// Submissions intake has not recorded yet (all functions).
     async fn unrecorded(&self, ctx: &Ctx) -> u64 {
         let now = Instant::now();
-        if let Some((n, at)) = *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()) {
-            if now.duration_since(at) < BACKLOG_TTL {
-                return n;
+        {
+            let mut u = self.unrecorded.lock().unwrap_or_else(|e| e.into_inner());
+            match u.as_mut() {
+                Some(reading) => {
+                    if let Some(n) = reuse(reading, now) {
+                        return n;
+                    }
+                }
+                // Until the first answer, all of the queue counts as unrecorded: nothing jumps.
+                None => *u = Some((u64::MAX, now)),
             }
         }
         let n = match ctx.nats.submit.consumer_info(crate::subjects::INTAKE_CONSUMER).await {
@@ -154,5 +184,26 @@ mod tests {
         assert!((f.note("f", "bob") - 1.0).abs() < 0.01);
         assert!((f.note("g", "ann") - 1.0).abs() < 0.01, "per function");
         assert!((decayed(10.0, HALF_LIFE) - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_caller_rereads_a_stale_figure_and_the_others_reuse_it() {
+        let t0 = Instant::now();
+        let mut reading = (120, t0);
+        assert_eq!(reuse(&mut reading, t0 + BACKLOG_TTL / 2), Some(120), "fresh");
+        let stale = t0 + BACKLOG_TTL;
+        assert_eq!(
+            reuse(&mut reading, stale),
+            None,
+            "the first caller past the TTL reads again"
+        );
+        for _ in 0..500 {
+            assert_eq!(reuse(&mut reading, stale), Some(120), "the others, meanwhile, reuse it");
+        }
+        assert_eq!(
+            reuse(&mut reading, stale + BACKLOG_TTL),
+            None,
+            "and it goes stale again"
+        );
     }
 }
