@@ -106,3 +106,45 @@ async fn a_client_command_without_a_service_says_where_it_looked() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:9"));
 }
+
+/// `jetask bench --json` (CONTRACT §9) against an existing server: every task finishes, and the
+/// report has the rates, the ratio to the raw rate and the latency percentiles of that run.
+#[tokio::test]
+async fn bench_runs_every_task_and_reports_the_run_as_json() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
+    cmd.args([
+        "bench",
+        "--nats-url",
+        &nats.url,
+        "--tasks",
+        "500",
+        "--http-tasks",
+        "50",
+        "--json",
+    ])
+    .current_dir(dir.path());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tasks"], 500);
+    assert_eq!(r["finished"], 500, "every task submitted over NATS finished: {r}");
+    let rate = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+    for k in ["submit_per_s", "http_submit_per_s", "e2e_per_s", "raw_per_s", "rss_mb"] {
+        assert!(rate(k) > 0.0, "{k}: {r}");
+    }
+    let ratio = rate("e2e_per_s") / rate("raw_per_s");
+    assert!((rate("ratio") - ratio).abs() < 0.002, "ratio is e2e over raw: {r}");
+    for phase in ["queue", "run", "e2e"] {
+        let l = &r["latency_ms"][phase];
+        let (p50, p99, max) = (
+            l["p50"].as_f64().unwrap(),
+            l["p99"].as_f64().unwrap(),
+            l["max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{phase}: {l}");
+    }
+}
