@@ -18,7 +18,7 @@ pub const MIN_BACKLOG: u64 = 100;
 pub const MAX_SHARE: f64 = 0.1;
 /// Recent submissions count half after this long.
 const HALF_LIFE: Duration = Duration::from_secs(5);
-/// How long a function's backlog, read from JetStream, is reused.
+/// How long a queue length read from JetStream (a function's backlog, intake's) is reused.
 const BACKLOG_TTL: Duration = Duration::from_millis(50);
 
 /// Whether a task of a user with `recent` submissions jumps its function's queue of `backlog`
