@@ -3,9 +3,10 @@
 //! `cargo run --release --example task_floor -- NATS_URL COUNT [--no-intake] [--no-running]
 //! [--http] [--due-in SECS]`.
 //!
-//! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create and ack; the
-//! dispatcher's delivery, `Running` write with its two events, final write with its event, and
-//! ack; and one watcher following the bucket (what every replica's list index follows). The
+//! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create (checked to be new),
+//! `Enqueued` event and ack; the dispatcher's delivery, `Running` write with its two events,
+//! final write with its event, and ack; and one headers-only consumer following the bucket (what
+//! every replica's list index follows). Record writes carry the index headers jetask's do. The
 //! flags drop intake's record or the `Running` write, to price those two product decisions.
 //! Record sizes are about those jetask writes for a 256-byte input (985 bytes once finished).
 //!
@@ -80,13 +81,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             ..Default::default()
         })
         .await?;
-    let bucket = js
-        .create_key_value(kv::Config {
-            bucket: format!("FLOOR_{run}"),
-            history: 1,
-            ..Default::default()
-        })
-        .await?;
+    let kv = format!("FLOOR_{run}");
+    js.create_key_value(kv::Config {
+        bucket: kv.clone(),
+        history: 1,
+        ..Default::default()
+    })
+    .await?;
     let pull = |name: &str| consumer::pull::Config {
         durable_name: Some(name.into()),
         ack_policy: consumer::AckPolicy::Explicit,
@@ -104,26 +105,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     let (enqueued, started, finished, event) = (record(650), record(820), record(985), record(720));
 
-    // The list index's share: every replica follows every write.
-    let mut watch = bucket.watch_all().await?;
-    // A watcher behind the writes skips values already overwritten, as the index does.
-    let final_len = finished.len();
+    // The list index's share: every replica follows every write, headers only.
+    let follower = js
+        .get_stream(format!("KV_{kv}"))
+        .await?
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("$KV.{kv}.>"),
+            headers_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let final_len = finished.len().to_string();
     let watcher = tokio::spawn(async move {
+        let mut msgs = follower.messages().await?;
         let (mut seen, mut finals) = (0, 0);
         while finals < n {
-            match watch.next().await {
-                Some(Ok(e)) => {
+            match msgs.next().await {
+                Some(Ok(m)) => {
                     seen += 1;
-                    finals += usize::from(e.value.len() == final_len);
+                    let size = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Size"));
+                    finals += usize::from(size.is_some_and(|v| v.as_str() == final_len));
                 }
                 _ => break,
             }
         }
-        seen
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(seen)
     });
 
     let intake_task = intake.then(|| {
-        let bucket = bucket.clone();
+        let (js, client, kv) = (js.clone(), client.clone(), kv.clone());
+        let event = event.clone();
         tokio::spawn(async move {
             let mut msgs = intake_c.messages().await?;
             let mut done = 0;
@@ -133,10 +144,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     Some(m) = msgs.next(), if work.len() < 512 => {
                         let m = m?;
                         let id = id_of(&m);
-                        let bucket = bucket.clone();
-                        let value = enqueued.clone();
+                        let (js, client, kv) = (js.clone(), client.clone(), kv.clone());
+                        let (value, event) = (enqueued.clone(), event.clone());
                         work.push(async move {
-                            let _ = bucket.create(&id, value).await;
+                            let _ = write(&js, &kv, &id, "Enqueued", Some(0), value).await;
+                            let _ = client.publish("floor.events.Enqueued", event).await;
                             m.ack().await
                         });
                     }
@@ -148,7 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     });
 
     let dispatcher = tokio::spawn({
-        let (bucket, client, late) = (bucket.clone(), client.clone(), late.clone());
+        let (js, kv, client, late) = (js.clone(), kv.clone(), client.clone(), late.clone());
         let (endpoint, http_client) = (endpoint.clone(), http_client.clone());
         async move {
             let mut msgs = dispatch_c.messages().await?;
@@ -169,12 +181,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         received += 1;
                         let id = id_of(&m);
                         let late = late.clone();
-                        let (bucket, client) = (bucket.clone(), client.clone());
+                        let (js, kv, client) = (js.clone(), kv.clone(), client.clone());
                         let (endpoint, http_client) = (endpoint.clone(), http_client.clone());
                         let (started, finished, event) = (started.clone(), finished.clone(), event.clone());
                         work.spawn(async move {
                             if running {
-                                bucket.put(&id, started).await?;
+                                write(&js, &kv, &id, "Running", None, started).await?;
                                 client.publish("floor.events.Dequeued", event.clone()).await?;
                                 client.publish("floor.events.Running", event.clone()).await?;
                             }
@@ -184,7 +196,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                             } else if let Some(due) = due {
                                 late.lock().unwrap_or_else(|e| e.into_inner()).push(late_by(due));
                             }
-                            bucket.put(&id, finished).await?;
+                            write(&js, &kv, &id, "Succeeded", None, finished).await?;
                             client.publish("floor.events.Succeeded", event).await?;
                             m.ack().await?;
                             drop(permit);
@@ -218,7 +230,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if let Some(t) = intake_task {
         t.await??;
     }
-    let followed = tokio::time::timeout(Duration::from_secs(30), watcher).await??;
+    let followed = tokio::time::timeout(Duration::from_secs(30), watcher).await???;
     let mut late = late.lock().unwrap_or_else(|e| e.into_inner()).clone();
     late.sort();
     if !late.is_empty() {
@@ -248,4 +260,28 @@ fn id_of(m: &jetstream::Message) -> String {
         .and_then(|h| h.get("Nats-Msg-Id"))
         .map(|v| v.as_str().to_string())
         .unwrap_or_default()
+}
+
+/// A record write as jetask makes it: to the bucket's subject, with the list index's headers
+/// (and, for a create, the check that the key is new).
+async fn write(
+    js: &jetstream::Context,
+    kv: &str,
+    id: &str,
+    status: &str,
+    expect: Option<u64>,
+    value: bytes::Bytes,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut h = async_nats::HeaderMap::new();
+    if let Some(seq) = expect {
+        h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
+    }
+    h.insert("Jetask-Idx-Function", "floor");
+    h.insert("Jetask-Idx-Status", status);
+    h.insert("Jetask-Idx-User", "default");
+    h.insert("Jetask-Idx-Created", "1764374400000");
+    js.publish_with_headers(format!("$KV.{kv}.{id}"), h, value)
+        .await?
+        .await?;
+    Ok(())
 }
