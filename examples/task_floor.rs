@@ -1,7 +1,7 @@
 //! The JetStream floor of a task: the server operations one task of task mode costs, done by
 //! hand with no jetask logic and no list index, as fast as this machine allows.
 //! `cargo run --release --example task_floor -- NATS_URL COUNT [--no-intake] [--no-running]
-//! [--http] [--due-in SECS]`.
+//! [--stream-index] [--http] [--due-in SECS]`.
 //!
 //! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create (checked to be new),
 //! `Enqueued` event and ack; the dispatcher's delivery, `Running` write with its two events,
@@ -9,6 +9,11 @@
 //! every replica's list index follows). Record writes carry the index headers jetask's do. The
 //! flags drop intake's record or the `Running` write, to price those two product decisions.
 //! Record sizes are about those jetask writes for a 256-byte input (985 bytes once finished).
+//!
+//! `--stream-index` prices a design jetask does not have: queued tasks listed from the
+//! submissions themselves (a headers-only follower of the submission stream, as each replica's
+//! index would run) instead of from a record intake writes for each. Intake then only publishes
+//! `Enqueued` and acks, and the dispatcher's `Running` write creates the record.
 //!
 //! `--http` adds what no design that calls functions over HTTP can skip: a POST of the input to
 //! a no-op endpoint in this process (axum, called with reqwest, as jetask's bench does) between
@@ -30,11 +35,15 @@ const CONCURRENCY: usize = 256;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, count, flags @ ..] = args.as_slice() else {
-        return Err("usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--http] [--due-in SECS]".into());
+        return Err(
+            "usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--stream-index] [--http] [--due-in SECS]"
+                .into(),
+        );
     };
     let n: usize = count.parse()?;
     let intake = !flags.iter().any(|f| f == "--no-intake");
     let running = !flags.iter().any(|f| f == "--no-running");
+    let stream_index = flags.iter().any(|f| f == "--stream-index");
     let due_in: Option<u64> = match flags.iter().position(|f| f == "--due-in") {
         Some(i) => Some(
             flags
@@ -132,6 +141,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(seen)
     });
 
+    // With `--stream-index`, the list index's share of the queue: every submission, headers only.
+    let submission_follower = if stream_index {
+        let c = s
+            .create_consumer(consumer::pull::OrderedConfig {
+                headers_only: true,
+                ..Default::default()
+            })
+            .await?;
+        Some(tokio::spawn(async move {
+            let mut msgs = c.messages().await?;
+            let mut seen = 0;
+            while seen < n {
+                match msgs.next().await {
+                    Some(Ok(_)) => seen += 1,
+                    _ => break,
+                }
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(seen)
+        }))
+    } else {
+        None
+    };
+
     let intake_task = intake.then(|| {
         let (js, client, kv) = (js.clone(), client.clone(), kv.clone());
         let event = event.clone();
@@ -147,7 +179,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         let (js, client, kv) = (js.clone(), client.clone(), kv.clone());
                         let (value, event) = (enqueued.clone(), event.clone());
                         work.push(async move {
-                            let _ = write(&js, &kv, &id, "Enqueued", Some(0), value).await;
+                            if !stream_index {
+                                let _ = write(&js, &kv, &id, "Enqueued", Some(0), value).await;
+                            }
                             let _ = client.publish("floor.events.Enqueued", event).await;
                             m.ack().await
                         });
@@ -231,6 +265,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         t.await??;
     }
     let followed = tokio::time::timeout(Duration::from_secs(30), watcher).await???;
+    if let Some(f) = submission_follower {
+        let listed = tokio::time::timeout(Duration::from_secs(30), f).await???;
+        if listed < n {
+            return Err(format!("the submission follower saw {listed} of {n} submissions").into());
+        }
+    }
     let mut late = late.lock().unwrap_or_else(|e| e.into_inner()).clone();
     late.sort();
     if !late.is_empty() {
@@ -245,7 +285,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (secs, submitted) = (total.as_secs_f64(), n as f64 / publish.as_secs_f64());
         println!(
             "floor: {n} tasks in {secs:.2}s = {:.0} tasks/s (submissions {submitted:.0}/s; \
-             intake {intake}, running write {running}; {followed} writes followed)",
+             intake {intake}, running write {running}, stream index {stream_index}; {followed} writes followed)",
             n as f64 / secs,
         );
     }
