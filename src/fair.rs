@@ -18,7 +18,7 @@ pub const MIN_BACKLOG: u64 = 100;
 pub const MAX_SHARE: f64 = 0.1;
 /// Recent submissions count half after this long.
 const HALF_LIFE: Duration = Duration::from_secs(5);
-/// How long a queue length read from JetStream (a function's backlog, intake's) is reused.
+/// How long a queue length read from JetStream is reused.
 const BACKLOG_TTL: Duration = Duration::from_millis(50);
 
 /// Whether a task of a user with `recent` submissions jumps its function's queue of `backlog`
@@ -53,8 +53,8 @@ fn reuse(reading: &mut (u64, Instant), now: Instant) -> Option<u64> {
 pub struct Fair {
     /// Per (function, user): recent submissions, as of an instant.
     recent: Mutex<HashMap<(String, String), (f64, Instant)>>,
-    backlog: Mutex<HashMap<String, (u64, Instant)>>,
-    unrecorded: Mutex<Option<(u64, Instant)>>,
+    /// Per consumer of the submission stream: its undelivered submissions, as of an instant.
+    pending: Mutex<HashMap<String, (u64, Instant)>>,
     pruned: Mutex<Option<Instant>>,
 }
 
@@ -74,58 +74,30 @@ impl Fair {
         e.0
     }
 
-    /// The submissions of `function` not yet delivered to any dispatcher.
-    async fn backlog(&self, ctx: &Ctx, function: &str) -> u64 {
+    /// The submissions a consumer of the submission stream has yet to be delivered (its
+    /// `num_pending`), as last read from JetStream. `unknown` stands in until the first answer
+    /// and when JetStream cannot say: a figure on which nothing jumps.
+    async fn pending(&self, ctx: &Ctx, consumer: &str, unknown: u64) -> u64 {
         let now = Instant::now();
         {
-            let mut m = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-            match m.get_mut(function) {
-                Some(reading) => {
-                    if let Some(b) = reuse(reading, now) {
-                        return b;
-                    }
-                }
-                // Until the first answer, no queue: nothing jumps.
-                None => {
-                    m.insert(function.to_string(), (0, now));
-                }
-            }
-        }
-        let b = match ctx
-            .nats
-            .submit
-            .consumer_info(crate::subjects::dispatch_consumer(function))
-            .await
-        {
-            Ok(info) => info.num_pending,
-            Err(_) => 0,
-        };
-        if let Ok(mut m) = self.backlog.lock() {
-            m.insert(function.to_string(), (b, now));
-        }
-        b
-    }
-
-    /// Submissions intake has not recorded yet (all functions).
-    async fn unrecorded(&self, ctx: &Ctx) -> u64 {
-        let now = Instant::now();
-        {
-            let mut u = self.unrecorded.lock().unwrap_or_else(|e| e.into_inner());
-            match u.as_mut() {
+            let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match m.get_mut(consumer) {
                 Some(reading) => {
                     if let Some(n) = reuse(reading, now) {
                         return n;
                     }
                 }
-                // Until the first answer, all of the queue counts as unrecorded: nothing jumps.
-                None => *u = Some((u64::MAX, now)),
+                None => {
+                    m.insert(consumer.to_string(), (unknown, now));
+                }
             }
         }
-        let n = match ctx.nats.submit.consumer_info(crate::subjects::INTAKE_CONSUMER).await {
+        let n = match ctx.nats.submit.consumer_info(consumer).await {
             Ok(info) => info.num_pending,
-            Err(_) => u64::MAX,
+            Err(_) => unknown,
         };
-        *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()) = Some((n, now));
+        let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(consumer.to_string(), (n, now));
         n
     }
 
@@ -144,8 +116,16 @@ impl Fair {
             return;
         }
         let recent = self.note(&record.function, &record.user);
-        let backlog = self.backlog(ctx, &record.function).await;
-        if backlog < MIN_BACKLOG || !jumps(recent, backlog, self.unrecorded(ctx).await) {
+        // Not delivered to any dispatcher of the function; unknown, no queue.
+        let backlog = self
+            .pending(ctx, &crate::subjects::dispatch_consumer(&record.function), 0)
+            .await;
+        if backlog < MIN_BACKLOG {
+            return;
+        }
+        // Not recorded by intake yet (all functions); unknown, all of the queue.
+        let unrecorded = self.pending(ctx, crate::subjects::INTAKE_CONSUMER, u64::MAX).await;
+        if !jumps(recent, backlog, unrecorded) {
             return;
         }
         ctx.metrics.expedited(&record.function);
