@@ -24,6 +24,7 @@
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
+use jetask::subjects::headers;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,6 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         );
     };
     let n: usize = count.parse()?;
+    if n == 0 {
+        return Err("COUNT must be at least 1".into());
+    }
     let intake = !flags.iter().any(|f| f == "--no-intake");
     let running = !flags.iter().any(|f| f == "--no-running");
     let stream_index = flags.iter().any(|f| f == "--stream-index");
@@ -115,51 +119,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (enqueued, started, finished, event) = (record(650), record(820), record(985), record(720));
 
     // The list index's share: every replica follows every write, headers only.
-    let follower = js
-        .get_stream(format!("KV_{kv}"))
-        .await?
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("$KV.{kv}.>"),
-            headers_only: true,
-            ..Default::default()
-        })
-        .await?;
     let final_len = finished.len().to_string();
-    let watcher = tokio::spawn(async move {
-        let mut msgs = follower.messages().await?;
-        let (mut seen, mut finals) = (0, 0);
-        while finals < n {
-            match msgs.next().await {
-                Some(Ok(m)) => {
-                    seen += 1;
-                    let size = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Size"));
-                    finals += usize::from(size.is_some_and(|v| v.as_str() == final_len));
-                }
-                _ => break,
-            }
-        }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(seen)
-    });
-
+    let mut finals = 0;
+    let kv_stream = js.get_stream(format!("KV_{kv}")).await?;
+    let watcher = follow(&kv_stream, format!("$KV.{kv}.>"), move |m| {
+        let size = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Size"));
+        finals += usize::from(size.is_some_and(|v| v.as_str() == final_len));
+        finals == n
+    })
+    .await?;
     // With `--stream-index`, the list index's share of the queue: every submission, headers only.
+    let mut listed = 0;
     let submission_follower = if stream_index {
-        let c = s
-            .create_consumer(consumer::pull::OrderedConfig {
-                headers_only: true,
-                ..Default::default()
+        Some(
+            follow(&s, String::new(), move |_| {
+                listed += 1;
+                listed == n
             })
-            .await?;
-        Some(tokio::spawn(async move {
-            let mut msgs = c.messages().await?;
-            let mut seen = 0;
-            while seen < n {
-                match msgs.next().await {
-                    Some(Ok(_)) => seen += 1,
-                    _ => break,
-                }
-            }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(seen)
-        }))
+            .await?,
+        )
     } else {
         None
     };
@@ -316,12 +294,41 @@ async fn write(
     if let Some(seq) = expect {
         h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
     }
-    h.insert("Jetask-Idx-Function", "floor");
-    h.insert("Jetask-Idx-Status", status);
-    h.insert("Jetask-Idx-User", "default");
-    h.insert("Jetask-Idx-Created", "1764374400000");
+    h.insert(headers::INDEX_FUNCTION, "floor");
+    h.insert(headers::INDEX_STATUS, status);
+    h.insert(headers::INDEX_USER, "default");
+    h.insert(headers::INDEX_CREATED, "1764374400000");
     js.publish_with_headers(format!("$KV.{kv}.{id}"), h, value)
         .await?
         .await?;
     Ok(())
+}
+
+type Follower = tokio::task::JoinHandle<Result<usize, Box<dyn std::error::Error + Send + Sync>>>;
+
+/// Follows `stream` (`filter` empty: all of it) with headers only, as a list index does, until
+/// `last` says the message it is given was the last one; the follower answers how many it saw.
+async fn follow(
+    stream: &stream::Stream,
+    filter: String,
+    mut last: impl FnMut(&jetstream::Message) -> bool + Send + 'static,
+) -> Result<Follower, Box<dyn std::error::Error + Send + Sync>> {
+    let c = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            headers_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut msgs = c.messages().await?;
+    Ok(tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(Ok(m)) = msgs.next().await {
+            seen += 1;
+            if last(&m) {
+                break;
+            }
+        }
+        Ok(seen)
+    }))
 }
