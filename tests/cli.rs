@@ -23,12 +23,17 @@ impl Cli {
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
-        cmd.args(args).current_dir(self.dir.path());
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap()
+        jetask(self.dir.path(), args).await
     }
+}
+
+/// Runs the binary in `dir` to its end.
+async fn jetask(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
+    cmd.args(args).current_dir(dir);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -113,8 +118,7 @@ async fn a_client_command_without_a_service_says_where_it_looked() {
 async fn bench_runs_every_task_and_reports_the_run_as_json() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
-    cmd.args([
+    let args = [
         "bench",
         "--nats-url",
         &nats.url,
@@ -123,11 +127,8 @@ async fn bench_runs_every_task_and_reports_the_run_as_json() {
         "--http-tasks",
         "50",
         "--json",
-    ])
-    .current_dir(dir.path());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    ];
+    let out = jetask(dir.path(), &args).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["tasks"], 500);
