@@ -33,7 +33,10 @@ pub struct AttemptGuard {
 impl Drop for AttemptGuard {
     fn drop(&mut self) {
         if let Ok(mut m) = self.control.inflight.lock() {
-            m.remove(&self.id);
+            // Only its own handle: a claim that lost must not unregister the attempt that won.
+            if m.get(&self.id).is_some_and(|h| Arc::ptr_eq(&h.wake, &self.wake)) {
+                m.remove(&self.id);
+            }
         }
     }
 }
@@ -55,21 +58,27 @@ impl Signal {
 }
 
 impl Control {
-    /// Registers the attempt of task `id` held by this replica.
-    pub fn register(self: &Arc<Self>, id: &str) -> AttemptGuard {
+    /// Claims the next attempt of task `id` for this replica, before the write that starts it:
+    /// from then on a delivery of the same task here sees it held (and waits) instead of
+    /// taking the record's `Running` for a lost attempt. `None`: this replica already holds or
+    /// is starting an attempt of `id`.
+    pub fn claim(self: &Arc<Self>, id: &str) -> Option<AttemptGuard> {
         let h = Handle {
             stop: CancellationToken::new(),
             wake: Arc::new(Notify::new()),
         };
-        if let Ok(mut m) = self.inflight.lock() {
-            m.insert(id.to_string(), h.clone());
+        let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if m.contains_key(id) {
+            return None;
         }
-        AttemptGuard {
+        m.insert(id.to_string(), h.clone());
+        drop(m);
+        Some(AttemptGuard {
             control: self.clone(),
             id: id.to_string(),
             token: h.stop,
             wake: h.wake,
-        }
+        })
     }
 
     /// Delivers `signal` to the attempt of `id` if this replica holds it.

@@ -390,11 +390,14 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
         let mut task = if persist {
             match find(ctx, parsed, accepted_at, delivered).await {
                 Ok(Some(v)) if v.record.seq == seq => v,
-                Ok(Some(_)) => {
-                    tracing::debug!("duplicate submission dropped");
+                Ok(Some(v)) => {
+                    tracing::info!(seq, recorded_seq = v.record.seq, "not run: the task ID is recorded for another submission (a duplicate)");
                     return Settle::Ack;
                 }
-                Ok(None) => return Settle::Ack,
+                Ok(None) => {
+                    tracing::info!(seq, "not run: the task's record was deleted");
+                    return Settle::Ack;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read task record; will retry");
                     return Settle::Later(Duration::from_secs(1));
@@ -517,11 +520,21 @@ async fn drive(
                         return Settle::Later(Duration::from_secs(1));
                     }
                 }
+                if as_found {
+                    tracing::info!(status = %r.status, "not run: the task is already settled");
+                }
                 return Settle::Ack;
             }
             Status::Stopping => vec![Event::Stop],
             Status::Running if attempt_alive(ctx, r) => {
-                // Running elsewhere from its record (a head start): wait for it to finish.
+                // Its attempt is in flight on a live replica (a head start, or another
+                // replica's): wait for it to finish.
+                return Settle::Later(HOLDER_WAIT);
+            }
+            Status::Running if !ctx.replicas.can_judge() => {
+                // This replica cannot tell a busy holder from a lost one (NATS is failing
+                // over, or it has only just started): look again later.
+                tracing::info!(holder = ?r.holder, "attempt holder's state unknown; waiting");
                 return Settle::Later(HOLDER_WAIT);
             }
             Status::Running => {
@@ -573,19 +586,38 @@ async fn drive(
                     }
                 }
             }
-            _ => return Settle::Ack,
+            _ => {
+                tracing::info!(status = %r.status, "not run: nothing to do in this state");
+                return Settle::Ack;
+            }
         };
-        as_found = false;
-        if events.iter().any(|e| matches!(e, Event::Start { .. })) {
+        // An attempt is run only by the replica whose own write put the record into `Running`
+        // for it: claimed here before the write (so that another delivery on this replica sees
+        // it held), and run only if that write, not another writer's, is what landed.
+        let start = events.iter().find_map(|e| match e {
+            Event::Start { attempt } => Some(*attempt),
+            _ => None,
+        });
+        let claim = match start {
+            Some(_) => match ctx.control.claim(&v.record.id) {
+                Some(guard) => Some(guard),
+                // Another delivery of this task on this replica is starting it.
+                None => return Settle::Later(HOLDER_WAIT),
+            },
+            None => None,
+        };
+        if start.is_some() {
             v.record.holder = Some(ctx.replicas.id.clone());
         }
-        v = match commit_or_reload(ctx, &v, events, now, persist, spec).await {
+        let written;
+        (v, written) = match commit_or_reload(ctx, &v, events, now, persist, spec).await {
             Ok(next) => next,
             Err(settle) => return settle,
         };
-        if v.record.status == Status::Running {
-            let Some(spec) = spec else { continue };
-            v = match attempt(ctx, v, spec, acker, persist).await {
+        as_found = !written;
+        let ours = written && v.record.status == Status::Running && Some(v.record.attempts) == start;
+        if let (true, Some(guard), Some(spec)) = (ours, claim, spec) {
+            (v, as_found) = match attempt(ctx, v, spec, acker, persist, guard).await {
                 Ok(next) => next,
                 Err(settle) => return settle,
             };
@@ -623,8 +655,8 @@ async fn expedite(ctx: &Ctx, function: &str, id: &str) {
     let _ = drive(ctx, v, spec.as_deref(), None, true).instrument(span).await;
 }
 
-/// Writes `events` over `v` (creating it when `v` is not written yet); on a lost race, the
-/// record as it now is (to be decided afresh).
+/// Writes `events` over `v` (creating it when `v` is not written yet): the record written and
+/// `true`; or, on a lost race, the record as it now is (to be decided afresh) and `false`.
 async fn commit_or_reload(
     ctx: &Ctx,
     v: &Versioned,
@@ -632,17 +664,24 @@ async fn commit_or_reload(
     now: Timestamp,
     persist: bool,
     spec: Option<&FunctionSpec>,
-) -> Result<Versioned, Settle> {
+) -> Result<(Versioned, bool), Settle> {
     match records::commit(ctx, v, events, now, persist, spec).await {
-        Ok((next, _)) => Ok(next),
+        Ok((next, _)) => Ok((next, true)),
         Err(CommitError::Store(StoreError::Conflict)) => match ctx.tasks.get(&v.record.id).await {
             // The ID's record is another submission's: this one is a duplicate.
             Ok(Some(fresh)) if fresh.record.seq != v.record.seq => {
-                tracing::debug!("duplicate submission dropped");
+                tracing::info!(
+                    seq = v.record.seq,
+                    recorded_seq = fresh.record.seq,
+                    "not run: the task ID is recorded for another submission (a duplicate)"
+                );
                 Err(Settle::Ack)
             }
-            Ok(Some(fresh)) => Ok(fresh),
-            Ok(None) => Err(Settle::Ack),
+            Ok(Some(fresh)) => Ok((fresh, false)),
+            Ok(None) => {
+                tracing::info!("not run: the task's record was deleted");
+                Err(Settle::Ack)
+            }
             Err(_) => Err(Settle::Later(Duration::from_secs(1))),
         },
         Err(e) => {
@@ -652,14 +691,17 @@ async fn commit_or_reload(
     }
 }
 
-/// Runs one attempt of a `Running` task and records its outcome, in the attempt's log span.
+/// Runs one attempt of a `Running` task, which this replica's own write started and `guard`
+/// holds, and records its outcome, in the attempt's log span. The record afterwards, and
+/// whether it was read back (another writer's) rather than written by this attempt.
 async fn attempt(
     ctx: &Ctx,
     v: Versioned,
     spec: &FunctionSpec,
     acker: Option<&Acker>,
     persist: bool,
-) -> Result<Versioned, Settle> {
+    guard: crate::control::AttemptGuard,
+) -> Result<(Versioned, bool), Settle> {
     let span = tracing::info_span!("attempt", attempt = v.record.attempts, trace_id = tracing::field::Empty);
     // Deriving a trace ID costs a hash: only when the span is logged.
     if !span.is_disabled() {
@@ -668,7 +710,7 @@ async fn attempt(
     }
     // Before the span is entered: with OpenTelemetry on, its parent is the submitter's span.
     let traceparent = crate::trace::outgoing(&span, v.record.traceparent.as_deref());
-    run_attempt(ctx, v, spec, acker, persist, traceparent)
+    run_attempt(ctx, v, spec, acker, persist, guard, traceparent)
         .instrument(span)
         .await
 }
@@ -679,10 +721,10 @@ async fn run_attempt(
     spec: &FunctionSpec,
     acker: Option<&Acker>,
     persist: bool,
+    guard: crate::control::AttemptGuard,
     traceparent: Option<String>,
-) -> Result<Versioned, Settle> {
+) -> Result<(Versioned, bool), Settle> {
     let r = &v.record;
-    let guard = ctx.control.register(&r.id);
     let _in_flight = ctx.metrics.in_flight(&r.function);
     let slots = ctx.replicas.slots(&r.function);
     let running = slots.in_flight.load(Ordering::Acquire);
@@ -753,14 +795,44 @@ async fn run_attempt(
                 _ => "async_unknown",
             };
             ctx.metrics.attempt(&r.function, label, started.elapsed());
-            return waited;
+            return waited.map(|next| (next, true));
         }
         Some(o) => outcome::decide(r, o, spec, ctx.config.limits.max_result, now, rand::random::<f64>()),
     };
+    let Some(ev) = event else {
+        drop(guard);
+        return reload(ctx, &r.id).await.map(|fresh| (fresh, true));
+    };
+    let recorded = keep_alive(record_outcome(ctx, &v, ev, now, persist, spec), acker, ack_wait).await;
     drop(guard);
-    match event {
-        Some(ev) => commit_or_reload(ctx, &v, vec![ev], now, persist, Some(spec)).await,
-        None => reload(ctx, &r.id).await,
+    recorded.map(|(next, written)| (next, !written))
+}
+
+/// How long an attempt's outcome is retried while JetStream cannot take it (a failover takes
+/// 5–8 s), before the delivery is left to come back: given up at once, the outcome is lost and
+/// the redelivery runs the task again as interrupted.
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Writes an attempt's outcome, retrying what JetStream could not take; `(record, written)` as
+/// [`commit_or_reload`].
+async fn record_outcome(
+    ctx: &Ctx,
+    v: &Versioned,
+    event: Event,
+    now: Timestamp,
+    persist: bool,
+    spec: &FunctionSpec,
+) -> Result<(Versioned, bool), Settle> {
+    let deadline = Instant::now() + OUTCOME_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match commit_or_reload(ctx, v, vec![event.clone()], now, persist, Some(spec)).await {
+            Err(Settle::Later(_)) if Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -801,7 +873,9 @@ async fn await_completion(
         if let Some(why) = machine::long_attempt_overdue(r, spec.heartbeat_timeout.0, spec.timeout.0, now) {
             let error = TaskError::new(ErrorType::Timeout, why);
             let ev = outcome::decide(r, Outcome::Retryable(error), spec, 0, now, rand::random::<f64>());
-            return commit_or_reload(ctx, &current, ev.into_iter().collect(), now, persist, Some(spec)).await;
+            return commit_or_reload(ctx, &current, ev.into_iter().collect(), now, persist, Some(spec))
+                .await
+                .map(|(next, _)| next);
         }
         let started = r.attempt_started_at.unwrap_or(now);
         let due = r

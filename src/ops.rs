@@ -125,7 +125,8 @@ pub async fn task_list(ctx: &Ctx, caller: &Caller, params: &HashMap<String, Stri
             crate::index::IndexError::Cursor(_) => ApiError::bad_request("invalid_query", format!("cursor: {e}")),
             other => ApiError::unavailable(other.to_string()),
         })?;
-    let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.get(id))).await;
+    // Showing a page of records: a direct get from any replica is enough.
+    let records = futures::future::join_all(ids.iter().map(|id| ctx.tasks.peek(id))).await;
     let mut tasks = Vec::with_capacity(ids.len());
     for r in records {
         if let Some(v) = r? {

@@ -112,6 +112,8 @@ pub struct Replicas {
     dirty: Notify,
     /// Someone else's record changed: limits may have moved.
     pub peers_changed: Notify,
+    /// When this replica last saw its own record come back through the bucket.
+    echo: Mutex<Option<Instant>>,
 }
 
 impl Default for Replicas {
@@ -128,6 +130,7 @@ impl Replicas {
             slots: Mutex::default(),
             dirty: Notify::new(),
             peers_changed: Notify::new(),
+            echo: Mutex::new(None),
         }
     }
 
@@ -162,6 +165,16 @@ impl Replicas {
     /// Whether replica `id` is alive (this one always is).
     pub fn is_alive(&self, id: &str) -> bool {
         id == self.id || self.with_others(|others| others.iter().any(|p| p.id == id))
+    }
+
+    /// Whether this replica's view of the others is current enough to call one of them gone:
+    /// its own record came back through the bucket within [`STALE`]. While NATS fails over, no
+    /// record moves, and every peer would look gone though it is busy with its attempts.
+    pub fn can_judge(&self) -> bool {
+        self.echo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < STALE)
     }
 
     /// Replicas alive, this one included.
@@ -215,6 +228,7 @@ impl Replicas {
 
     fn seen(&self, r: Record) {
         if r.id == self.id {
+            *self.echo.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             return;
         }
         if let Ok(mut p) = self.peers.lock() {

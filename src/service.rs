@@ -92,7 +92,37 @@ impl Service {
 
 pub async fn start(config: Config) -> Result<Service, StartError> {
     let config = Arc::new(config);
-    let nats = setup::setup(&config).await?;
+    // Listening from the start, so that `/readyz` says what start-up waits for (a cluster
+    // still forming can take a while) instead of refusing connections.
+    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
+    let listen_err = |source| StartError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    let http_addr = listener.local_addr().map_err(listen_err)?;
+    let progress = Arc::new(setup::Progress::default());
+    let starting = CancellationToken::new();
+    let early = {
+        let l = tokio::net::TcpListener::from_std(listener.try_clone().map_err(listen_err)?).map_err(listen_err)?;
+        let router = api::starting_router(progress.clone());
+        let stop = starting.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+        })
+    };
+    let begun = begin(config.clone(), &progress).await;
+    starting.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), early).await;
+    let ctx = begun?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_err)?;
+    Ok(serve(ctx, listener, http_addr).await)
+}
+
+/// Sets up JetStream and the context every part shares, waiting out a forming cluster.
+async fn begin(config: Arc<Config>, progress: &setup::Progress) -> Result<Arc<Ctx>, StartError> {
+    let nats = setup::setup(&config, progress).await?;
     let ctx = Arc::new(Ctx {
         tasks: TaskStore::new(nats.js.clone(), nats.tasks.clone()),
         functions: FunctionStore::new(nats.functions.clone()),
@@ -121,25 +151,20 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
             f.spec.signing_secret = Some(kept.unwrap_or_else(crate::ops::new_signing_secret));
         }
         if stored.as_ref() != Some(&f) {
-            ctx.put_function(&f).await.map_err(StartError::Config)?;
+            setup::converge(progress, &format!("function {}", f.name), || ctx.put_function(&f)).await?;
         }
     }
-    ctx.registry
-        .load(&ctx.functions)
-        .await
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    setup::converge(progress, "functions", || async {
+        ctx.registry.load(&ctx.functions).await.map_err(|e| e.to_string())
+    })
+    .await?;
+    progress.set("starting");
+    Ok(ctx)
+}
 
-    let addr = config.listen_addr().map_err(|e| StartError::Config(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: addr.to_string(),
-        source,
-    })?;
+/// Starts every part over a set-up context, and the HTTP API on `listener`.
+async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, http_addr: SocketAddr) -> Service {
+    let config = ctx.config.clone();
 
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
@@ -218,10 +243,10 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         }
     });
     tracing::info!(http = %http_addr, "jetask serving");
-    Ok(Service {
+    Service {
         http_addr,
         ctx,
         shutdown,
         done,
-    })
+    }
 }

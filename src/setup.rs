@@ -4,7 +4,9 @@
 use crate::config::Config;
 use crate::subjects;
 use async_nats::jetstream::{self, consumer, kv, stream};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -75,6 +77,26 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> 
     opts.connect(urls).await.map_err(|e| err(e.to_string()))
 }
 
+/// How long start-up keeps trying to reach a NATS server that does not answer yet (replicas
+/// started together with their servers).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+async fn connect_patiently(config: &Config) -> Result<async_nats::Client, SetupError> {
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match connect(config).await {
+            Ok(c) => return Ok(c),
+            Err(e @ SetupError::Connect { .. }) if began.elapsed() < CONNECT_PATIENCE => {
+                tracing::warn!(error = %e, "NATS not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Bytes a record may need: input and result, escaped or base64 in JSON, plus the rest.
 pub fn record_size_needed(config: &Config) -> usize {
     2 * config.limits.max_payload + 2 * config.limits.max_result + 64 * 1024
@@ -85,9 +107,11 @@ fn js_err(what: impl Into<String>) -> impl FnOnce(String) -> SetupError {
     move |reason| SetupError::JetStream { what, reason }
 }
 
-/// Connects and makes sure every stream, consumer and bucket exists with the right settings.
-pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
-    let client = connect(config).await?;
+/// Connects and makes sure every stream, consumer and bucket exists with the right settings,
+/// waiting for as long as the cluster is forming or electing leaders.
+pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupError> {
+    progress.set("connecting to NATS");
+    let client = connect_patiently(config).await?;
     let server = client.server_info().max_payload;
     let needed = record_size_needed(config);
     if server < needed {
@@ -103,6 +127,7 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     let retention = config.retention();
 
     let submit = ensure_stream(
+        progress,
         &js,
         stream::Config {
             name: subjects::SUBMIT_STREAM.into(),
@@ -120,8 +145,11 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         },
     )
     .await?;
-    submit
-        .create_consumer(consumer::pull::Config {
+    ensure_consumer(
+        progress,
+        &submit,
+        "intake consumer",
+        consumer::pull::Config {
             durable_name: Some(subjects::INTAKE_CONSUMER.into()),
             description: Some("jetask intake: records every submission".into()),
             filter_subject: subjects::SUBMIT_ALL.into(),
@@ -130,9 +158,9 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
             max_ack_pending: 50_000,
             max_deliver: -1,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err("intake consumer")(e.to_string()))?;
+        },
+    )
+    .await?;
 
     let bucket = |name: &str, description: &str, history: i64, max_age: Duration| kv::Config {
         bucket: name.into(),
@@ -144,14 +172,16 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         ..Default::default()
     };
     let forever = Duration::ZERO;
-    let tasks = ensure_bucket(&js, bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention)).await?;
-    let functions = ensure_bucket(&js, bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever)).await?;
+    let tasks = ensure_bucket(progress, &js, bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention)).await?;
+    let functions = ensure_bucket(progress, &js, bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever)).await?;
     let schedules = ensure_bucket(
+        progress,
         &js,
         bucket(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever),
     )
     .await?;
     let fires = ensure_bucket(
+        progress,
         &js,
         bucket(
             subjects::FIRES_BUCKET,
@@ -164,6 +194,7 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
 
     // Presence only: a minute of history is plenty (replicas rewrite their key twice a second).
     let presence = ensure_bucket(
+        progress,
         &js,
         bucket(
             subjects::REPLICAS_BUCKET,
@@ -175,6 +206,7 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     .await?;
 
     let callbacks = ensure_stream(
+        progress,
         &js,
         stream::Config {
             name: subjects::CALLBACK_STREAM.into(),
@@ -189,8 +221,11 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
         },
     )
     .await?;
-    callbacks
-        .create_consumer(consumer::pull::Config {
+    ensure_consumer(
+        progress,
+        &callbacks,
+        "deliveries consumer",
+        consumer::pull::Config {
             durable_name: Some(subjects::CALLBACK_CONSUMER.into()),
             description: Some("jetask: delivers results".into()),
             ack_policy: consumer::AckPolicy::Explicit,
@@ -198,9 +233,9 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
             max_ack_pending: 100_000,
             max_deliver: -1,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err("deliveries consumer")(e.to_string()))?;
+        },
+    )
+    .await?;
 
     Ok(Nats {
         client,
@@ -215,23 +250,133 @@ pub async fn setup(config: &Config) -> Result<Nats, SetupError> {
     })
 }
 
-/// Creates or updates a stream and returns its handle.
-async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, SetupError> {
+/// What start-up is waiting for, for `/readyz` to show while JetStream is not ready.
+#[derive(Debug, Default)]
+pub struct Progress(Mutex<String>);
+
+impl Progress {
+    pub fn set(&self, what: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = what.into();
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Whether a set-up error is one a forming or failing-over cluster gives, which goes away by
+/// itself: no meta leader yet, too few peers for R3, a request unanswered (nats-server 2.15
+/// leaves an update unanswered while the same stream's create is in flight), a create that
+/// lost a race with another replica's.
+pub fn is_transient(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    [
+        "timed out",
+        "timeout",
+        "no responders",
+        "not available",
+        "unavailable",
+        "insufficient resources",
+        "no suitable peers",
+        "peer",
+        "leader",
+        "jetstream not enabled",
+        "not enabled for account",
+        "in progress",
+        "already in use",
+        "already exists",
+        "disconnected",
+        "connection",
+        "broken pipe",
+        "cluster",
+    ]
+    .iter()
+    .any(|p| r.contains(p))
+}
+
+/// Longest pause between two tries of one set-up step.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How long a step whose error is not known to be transient is tried before start-up fails.
+const OTHER_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Runs one idempotent set-up step until it succeeds: transient errors are retried with
+/// backoff for as long as they last (logged, and shown by `/readyz`), other errors for a
+/// short while (a race with another replica's set-up can look like anything), then returned.
+pub async fn converge<T, F, Fut>(progress: &Progress, what: &str, mut step: F) -> Result<T, SetupError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    progress.set(what);
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), step()).await {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(reason)) if !is_transient(&reason) && began.elapsed() > OTHER_PATIENCE => {
+                return Err(js_err(what)(reason));
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(waiting_for = what, error = %reason, retry_in_ms = pause.as_millis() as u64, "JetStream not ready; retrying");
+                progress.set(format!("{what}: {reason}"));
+            }
+            Err(_) => {
+                tracing::warn!(waiting_for = what, "JetStream request unanswered; retrying");
+                progress.set(format!("{what}: unanswered"));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Creates or updates a stream and returns its handle; re-read after every try, so that a
+/// create that landed though its answer was lost counts.
+async fn ensure_stream(
+    progress: &Progress,
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
-    js.create_or_update_stream(config)
-        .await
-        .map_err(|e| js_err(format!("stream {name}"))(e.to_string()))?;
-    js.get_stream(&name)
-        .await
-        .map_err(|e| js_err(format!("stream {name}"))(e.to_string()))
+    converge(progress, &format!("stream {name}"), || {
+        let (js, config, name) = (js.clone(), config.clone(), name.clone());
+        async move {
+            if let Err(e) = js.create_or_update_stream(config).await {
+                // Another replica's create of the same stream may be what is in the way.
+                let reason = e.to_string();
+                return match js.get_stream(&name).await {
+                    Ok(_) if is_transient(&reason) => Err(format!("{reason} (the stream exists; updating again)")),
+                    _ => Err(reason),
+                };
+            }
+            js.get_stream(&name).await.map_err(|e| e.to_string())
+        }
+    })
+    .await
 }
 
 /// Creates or updates a KV bucket.
-async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+async fn ensure_bucket(progress: &Progress, js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, SetupError> {
     let name = config.bucket.clone();
-    js.create_or_update_key_value(config)
-        .await
-        .map_err(|e| js_err(format!("bucket {name}"))(e.to_string()))
+    converge(progress, &format!("bucket {name}"), || {
+        let (js, config) = (js.clone(), config.clone());
+        async move { js.create_or_update_key_value(config).await.map_err(|e| e.to_string()) }
+    })
+    .await
+}
+
+/// Creates or updates a consumer of `stream` described by `config`.
+async fn ensure_consumer(
+    progress: &Progress,
+    stream: &stream::Stream,
+    what: &str,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, SetupError> {
+    converge(progress, what, || {
+        let (stream, config) = (stream.clone(), config.clone());
+        async move { stream.create_consumer(config).await.map_err(|e| e.to_string()) }
+    })
+    .await
 }
 
 /// Creates or updates the dispatch consumer of `function`.

@@ -5,7 +5,7 @@
 use crate::function::Function;
 use crate::subjects::{self, headers as h};
 use crate::task::TaskRecord;
-use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream::LastRawMessageErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -50,16 +50,35 @@ impl TaskStore {
         TaskStore { js, kv }
     }
 
+    /// The record of `id` as the bucket's stream leader has it: never stale, so a decision
+    /// may rest on it ("there is no record", "it is finished"). On a cluster a direct get may be
+    /// answered by a replica still catching up after a failover, which would read a record
+    /// just written as absent, and a delivery acknowledged on that is a task lost.
     pub async fn get(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
+        let subject = format!("{}{id}", self.kv.prefix);
+        match self.kv.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => {
+                let op = m.headers.get("KV-Operation").map(|v| v.as_str().to_string());
+                if matches!(op.as_deref(), Some("DEL") | Some("PURGE")) || m.headers.get("Nats-Marker-Reason").is_some()
+                {
+                    return Ok(None);
+                }
+                decode(&m.payload, m.sequence).map(Some)
+            }
+            Err(e) => match e.kind() {
+                LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                _ => Err(nats(e)),
+            },
+        }
+    }
+
+    /// The record of `id` from whichever replica answers first (a direct get): cheaper, and
+    /// right for showing a record, but it may lag behind the leader for a moment after a
+    /// failover. Never decide anything on it.
+    pub async fn peek(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
         let entry = self.kv.entry(id).await.map_err(nats)?;
         match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let record = serde_json::from_slice(&e.value).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                Ok(Some(Versioned {
-                    record,
-                    revision: e.revision,
-                }))
-            }
+            Some(e) if e.operation == kv::Operation::Put => decode(&e.value, e.revision).map(Some),
             _ => Ok(None),
         }
     }
@@ -98,6 +117,11 @@ impl TaskStore {
             .map_err(|e| publish_error(e.kind(), e))?;
         Ok(ack.sequence)
     }
+}
+
+fn decode(body: &[u8], revision: u64) -> Result<Versioned, StoreError> {
+    let record = serde_json::from_slice(body).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    Ok(Versioned { record, revision })
 }
 
 fn publish_error(kind: PublishErrorKind, e: impl std::fmt::Display) -> StoreError {

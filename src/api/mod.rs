@@ -83,6 +83,26 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(AppState(ctx))
 }
 
+/// What the listener answers while start-up waits for JetStream: alive, not ready, and what it
+/// is waiting for.
+pub fn starting_router(progress: Arc<crate::setup::Progress>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let waiting = progress.get();
+                async move {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(serde_json::json!({"ready": false, "nats": false, "index": false, "waiting_for": waiting})),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::unavailable("starting: JetStream is not set up yet") })
+}
+
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<serde_json::Value>) {
     let connected = ctx.nats.client.connection_state() == async_nats::connection::State::Connected;
     let ready = connected && ctx.index.ready();
