@@ -3,6 +3,8 @@
 //! standing in for functions. Waits are on conditions with deadlines, never bare sleeps.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use jetask::config::Config;
 use jetask::service::{self, Service};
 use serde_json::Value;
@@ -190,6 +192,14 @@ impl Drop for ServeProcess {
 /// `[nats]`, `[http]` and a `[dispatch]` with a 2 s ack wait and a 10 s grace period), the
 /// environment `env`, and its stderr to `stderr`; returns once it is ready.
 pub async fn serve_process(nats: &NatsServer, extra: &str, env: &[(&str, &str)], stderr: Stdio) -> ServeProcess {
+    let child = spawn_serve(&nats.url, extra, env, stderr);
+    child.app.wait_ready(Duration::from_secs(20)).await;
+    child
+}
+
+/// Starts `jetask serve` as [`serve_process`] does, on the NATS servers `url` (comma-separated),
+/// without waiting for it to be ready.
+pub fn spawn_serve(url: &str, extra: &str, env: &[(&str, &str)], stderr: Stdio) -> ServeProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -200,8 +210,7 @@ pub async fn serve_process(nats: &NatsServer, extra: &str, env: &[(&str, &str)],
     std::fs::write(
         &conf,
         format!(
-            "[nats]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nack_wait = \"2s\"\nshutdown_grace = \"10s\"\n{extra}",
-            nats.url
+            "[nats]\nurl = \"{url}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[dispatch]\nack_wait = \"2s\"\nshutdown_grace = \"10s\"\n{extra}"
         ),
     )
     .unwrap();
@@ -215,7 +224,6 @@ pub async fn serve_process(nats: &NatsServer, extra: &str, env: &[(&str, &str)],
         .spawn()
         .unwrap();
     let app = App::at(&format!("http://127.0.0.1:{port}"));
-    app.wait_ready(Duration::from_secs(20)).await;
     ServeProcess { child, app, _dir: dir }
 }
 
