@@ -123,6 +123,11 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
         });
     }
     let js = jetstream::new(client.clone());
+    // Set-up requests wait briefly: on a forming cluster an unanswered one is lost for good
+    // (see `converge`), and trying again soon is what gets an answer.
+    let mut quick = js.clone();
+    quick.set_timeout(SETUP_REQUEST_TIMEOUT);
+    let js = Handles { quick, js };
     let replicas = config.nats.replicas;
     let retention = config.retention();
 
@@ -239,7 +244,7 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
 
     Ok(Nats {
         client,
-        js,
+        js: js.js,
         tasks,
         functions,
         schedules,
@@ -330,37 +335,38 @@ where
     }
 }
 
-/// Creates or updates a stream and returns its handle; re-read after every try, so that a
-/// create that landed though its answer was lost counts.
-async fn ensure_stream(
-    progress: &Progress,
-    js: &jetstream::Context,
-    config: stream::Config,
-) -> Result<stream::Stream, SetupError> {
+/// How long one set-up request may go unanswered before it is sent again.
+const SETUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The JetStream context for set-up requests (short timeout) and the one the handles it returns
+/// keep (the ordinary timeout, for the work they do later).
+struct Handles {
+    quick: jetstream::Context,
+    js: jetstream::Context,
+}
+
+/// Creates or updates a stream and returns its handle.
+async fn ensure_stream(progress: &Progress, js: &Handles, config: stream::Config) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
     converge(progress, &format!("stream {name}"), || {
-        let (js, config, name) = (js.clone(), config.clone(), name.clone());
+        let (quick, js, config, name) = (js.quick.clone(), js.js.clone(), config.clone(), name.clone());
         async move {
-            if let Err(e) = js.create_or_update_stream(config).await {
-                // Another replica's create of the same stream may be what is in the way.
-                let reason = e.to_string();
-                return match js.get_stream(&name).await {
-                    Ok(_) if is_transient(&reason) => Err(format!("{reason} (the stream exists; updating again)")),
-                    _ => Err(reason),
-                };
-            }
+            quick.create_or_update_stream(config).await.map_err(|e| e.to_string())?;
             js.get_stream(&name).await.map_err(|e| e.to_string())
         }
     })
     .await
 }
 
-/// Creates or updates a KV bucket.
-async fn ensure_bucket(progress: &Progress, js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+/// Creates or updates a KV bucket and returns its handle.
+async fn ensure_bucket(progress: &Progress, js: &Handles, config: kv::Config) -> Result<kv::Store, SetupError> {
     let name = config.bucket.clone();
     converge(progress, &format!("bucket {name}"), || {
-        let (js, config) = (js.clone(), config.clone());
-        async move { js.create_or_update_key_value(config).await.map_err(|e| e.to_string()) }
+        let (quick, js, config, name) = (js.quick.clone(), js.js.clone(), config.clone(), name.clone());
+        async move {
+            quick.create_or_update_key_value(config).await.map_err(|e| e.to_string())?;
+            js.get_key_value(&name).await.map_err(|e| e.to_string())
+        }
     })
     .await
 }

@@ -69,7 +69,7 @@ fn publish_paced(
 ) -> tokio::task::JoinHandle<Published> {
     let (function, prefix) = (function.to_string(), prefix.to_string());
     tokio::spawn(async move {
-        let client = async_nats::connect(urls).await.expect("connect to the cluster");
+        let client = support::cluster::connect(&urls).await;
         let mut js = async_nats::jetstream::new(client);
         js.set_timeout(Duration::from_secs(2));
         let mut out = Published::default();
@@ -186,7 +186,7 @@ async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up()
     for round in 0..3 {
         let cluster = Cluster::start_forming();
         let env = [("JETASK_NATS_REPLICAS", "3")];
-        let mut a = support::spawn_serve(&cluster.urls(), "", &env, Stdio::null());
+        let mut a = support::spawn_serve(&cluster.urls(), "", &env, Stdio::inherit());
         let mut b = support::spawn_serve(&cluster.urls(), "", &env, Stdio::null());
         for p in [&a, &b] {
             p.app.wait_ready(Duration::from_secs(60)).await;
@@ -346,7 +346,7 @@ async fn after_every_node_restarts_jetask_reconnects_and_runs_queued_and_delayed
     let app = support::start_app(cluster_config(&cluster.urls())).await;
     let fun = endpoint(Duration::from_millis(100)).await;
     put_function(&app, "work", &fun.url(), 1).await;
-    let js = async_nats::jetstream::new(async_nats::connect(cluster.urls()).await.unwrap());
+    let js = async_nats::jetstream::new(cluster.client().await);
     let mut ids = Vec::new();
     for i in 0..30 {
         let id = format!("queued-{i:02}");

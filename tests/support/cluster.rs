@@ -29,6 +29,15 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
+/// A client of every server in `urls` (comma-separated), as jetask's `nats.url` lists them.
+pub async fn connect(urls: &str) -> async_nats::Client {
+    let addrs: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().expect("a server URL")).collect();
+    async_nats::ConnectOptions::new()
+        .connect(addrs)
+        .await
+        .expect("connect to the cluster")
+}
+
 pub struct Node {
     pub name: String,
     pub port: u16,
@@ -139,6 +148,11 @@ impl Cluster {
         self.nodes.iter().map(Node::url).collect::<Vec<_>>().join(",")
     }
 
+    /// A client of the cluster, connected to any of its nodes.
+    pub async fn client(&self) -> async_nats::Client {
+        connect(&self.urls()).await
+    }
+
     /// Waits until every running node answers `/healthz` with 200 (JetStream current).
     pub async fn wait_healthy(&self, within: Duration) {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -187,7 +201,7 @@ impl Cluster {
 
     /// The index of the node leading stream `stream`, asked of any node that answers.
     pub async fn leader_of(&self, stream: &str) -> usize {
-        let client = async_nats::connect(self.urls()).await.expect("connect to the cluster");
+        let client = self.client().await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(m) = client
