@@ -489,6 +489,21 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let doc = include_str!("../docs/configuration.md");
+        let example = doc
+            .split("## Example `jetask.toml`")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .unwrap();
+        let c = Config::from_toml(example).unwrap();
+        assert_eq!(c.destinations.nats_allow.len(), 2);
+        assert_eq!(c.egress.allow.len(), 3);
+        assert!(!c.egress.follow_redirects);
+    }
+
+    #[test]
     fn static_functions_resolve_over_defaults() {
         let c =
             Config::from_toml("[defaults]\nmax_attempts = 2\n[functions.resize]\nendpoint = \"http://127.0.0.1:9/r\"")
