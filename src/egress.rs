@@ -211,30 +211,38 @@ impl Policy {
         self.allow.iter().any(|r| r.matches_host(host))
     }
 
-    /// Whether connecting to `ip` is allowed, `host` being the name it was resolved from.
-    pub fn check_addr(&self, host: Option<&str>, ip: IpAddr) -> Result<(), Refused> {
+    /// Why `ip` is denied (by default or by `deny`), if it is.
+    fn denied_addr(&self, ip: IpAddr) -> Option<String> {
         let ip = canonical(ip);
         if let Some((net, what)) = DENIED_NETWORKS.iter().find(|(n, _)| n.contains(ip)) {
-            return Err(Refused(format!("{ip} is in {net} ({what}, denied by default)")));
+            return Some(format!("{ip} is in {net} ({what}, denied by default)"));
         }
-        if let Some(r) = self
-            .deny
+        self.deny
             .iter()
             .find(|r| matches!(r, Rule::Network(n) if n.contains(ip)))
-        {
-            return Err(Refused(format!("{ip} is in egress.deny ({r})")));
+            .map(|r| format!("{ip} is in egress.deny ({r})"))
+    }
+
+    /// Whether `allow` admits `ip`, `host` being the name it was resolved from.
+    fn allowed_addr(&self, host: Option<&str>, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.allow.is_empty()
+            || host.is_some_and(|h| self.allowed_host(h))
+            || self
+                .allow
+                .iter()
+                .any(|r| matches!(r, Rule::Network(n) if n.contains(ip)))
+    }
+
+    /// Whether connecting to `ip` is allowed, `host` being the name it was resolved from.
+    pub fn check_addr(&self, host: Option<&str>, ip: IpAddr) -> Result<(), Refused> {
+        if let Some(why) = self.denied_addr(ip) {
+            return Err(Refused(why));
         }
-        let in_allow = || {
-            host.is_some_and(|h| self.allowed_host(h))
-                || self
-                    .allow
-                    .iter()
-                    .any(|r| matches!(r, Rule::Network(n) if n.contains(ip)))
-        };
-        if self.allow.is_empty() || in_allow() {
+        if self.allowed_addr(host, ip) {
             Ok(())
         } else {
-            Err(Refused(format!("{ip} is not in egress.allow")))
+            Err(Refused(format!("{} is not in egress.allow", canonical(ip))))
         }
     }
 
@@ -266,25 +274,27 @@ impl Policy {
         }
     }
 
-    /// The addresses of `name` that may be connected to; refused when none may.
+    /// The addresses of `name` that may be connected to. A name with any denied address is
+    /// refused altogether: a name pointing at a public and an internal address at once is how
+    /// rebinding gets past a check, and a connection would otherwise fall back on an address
+    /// the operator did not mean (`::1` for `localhost` when only `127.0.0.0/8` is denied).
+    /// Addresses outside a non-empty `allow` are left out; refused when none remain.
     pub fn filter(&self, name: &str, addrs: impl IntoIterator<Item = SocketAddr>) -> Result<Vec<SocketAddr>, Refused> {
         self.check_name(name)?;
         let host = normalize_host(name);
-        let mut first_refusal = None;
-        let allowed: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| match self.check_addr(Some(&host), a.ip()) {
-                Ok(()) => true,
-                Err(Refused(why)) => {
-                    first_refusal.get_or_insert(why);
-                    false
-                }
-            })
-            .collect();
-        match (allowed.is_empty(), first_refusal) {
-            (true, Some(why)) => Err(Refused(format!("{host} resolves only to refused addresses: {why}"))),
-            _ => Ok(allowed),
+        let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+        if let Some(why) = addrs.iter().find_map(|a| self.denied_addr(a.ip())) {
+            return Err(Refused(format!("{host} resolves to a denied address: {why}")));
         }
+        let allowed: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| self.allowed_addr(Some(&host), a.ip()))
+            .collect();
+        if allowed.is_empty() && !addrs.is_empty() {
+            return Err(Refused(format!("{host} resolves to no address in egress.allow")));
+        }
+        Ok(allowed)
     }
 }
 
@@ -462,20 +472,31 @@ mod tests {
             Ok(vec![a("192.168.0.1")])
         );
         let e = p.filter("svc.cluster.test", [a("192.168.0.1")]).unwrap_err();
-        assert!(e.0.contains("resolves only to refused addresses"), "{e}");
+        assert!(
+            e.0.contains("svc.cluster.test resolves to no address in egress.allow"),
+            "{e}"
+        );
         let hosts_only = policy(r#"allow = ["*.example.com"]"#);
         assert!(refused(&hosts_only, "http://other.test/").contains("other.test is not in egress.allow"));
     }
 
     #[test]
-    fn resolved_addresses_are_filtered_even_for_an_allowed_name() {
+    fn a_name_with_any_denied_address_is_refused_altogether() {
         let p = policy(r#"deny = ["127.0.0.0/8"]"#);
         let a = |s: &str| SocketAddr::new(s.parse().unwrap(), 80);
-        assert_eq!(p.filter("localhost", [a("::1"), a("127.0.0.1")]), Ok(vec![a("::1")]));
+        let e = p.filter("localhost", [a("::1"), a("127.0.0.1")]).unwrap_err();
+        let why = "localhost resolves to a denied address: 127.0.0.1 is in egress.deny (127.0.0.0/8)";
+        assert!(e.0.contains(why), "{e}");
         let e = p
-            .filter("rebind.test", [a("127.0.0.1"), a("169.254.169.254")])
+            .filter("rebind.test", [a("93.184.216.34"), a("169.254.169.254")])
             .unwrap_err();
-        assert!(e.0.contains("rebind.test resolves only to refused addresses"), "{e}");
+        assert!(e.0.contains("rebind.test resolves to a denied address"), "{e}");
+        assert_eq!(
+            p.filter("example.test", [a("93.184.216.34")]),
+            Ok(vec![a("93.184.216.34")])
+        );
+        assert_eq!(p.filter("nowhere.test", []), Ok(vec![]));
+        assert!(p.filter("metadata.google.internal", [a("93.184.216.34")]).is_err());
     }
 
     #[test]
