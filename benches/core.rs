@@ -74,6 +74,11 @@ fn lifecycle(c: &mut Criterion) {
             ("Jetask-Delay", "30s"),
             ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         ];
+        let egress = jetask::egress::Policy::default();
+        let rules = jetask::destination::Rules {
+            nats_allow: &[],
+            egress: &egress,
+        };
         b.iter(|| {
             black_box(jetask::submission::from_message(
                 "resize",
@@ -83,6 +88,7 @@ fn lifecycle(c: &mut Criterion) {
                 Timestamp(1_700_000_000_000),
                 Duration::from_secs(7 * 86_400),
                 1 << 20,
+                &rules,
             ))
         })
     });

@@ -6,6 +6,7 @@
 //! `destination` field, the one field a finished record may still change.
 
 use crate::destination::Destination;
+use crate::egress;
 use crate::function::FunctionSpec;
 use crate::intake::{self, HttpSubmission};
 use crate::retry::backoff_delay;
@@ -130,11 +131,26 @@ pub fn chained_task_id(job: &Job) -> String {
     format!("then-{hex}")
 }
 
-async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&FunctionSpec>) -> Result<(), String> {
-    let dest: Destination = job
-        .target
-        .parse()
-        .map_err(|e: crate::destination::DestinationError| e.to_string())?;
+/// Why a delivery did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// Worth another try, with the function's backoff.
+    Retry(String),
+    /// Refused by a rule (the destination's or the egress policy's): final, nothing was sent.
+    Refused(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Retry(e)
+    }
+}
+
+async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&FunctionSpec>) -> Result<(), Failure> {
+    // Checked again here, not only where the destination was given: a record or a function
+    // written before a rule, or before the operator narrowed it, must not get through.
+    let dest =
+        crate::destination::check(&job.target, &ctx.config.rules()).map_err(|e| Failure::Refused(e.to_string()))?;
     let payload = body(&job.kind, record);
     match dest {
         Destination::Webhook(url) => {
@@ -142,6 +158,7 @@ async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&Functi
             let ts = Timestamp::now().millis() / 1000;
             let mut req = ctx
                 .http
+                .http()
                 .post(&url)
                 .timeout(
                     spec.map(|s| s.timeout.0)
@@ -158,15 +175,14 @@ async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&Functi
             if let Some(tp) = &record.traceparent {
                 req = req.header("traceparent", tp);
             }
-            let resp = req
-                .body(payload)
-                .send()
-                .await
-                .map_err(|e| format!("webhook unreachable: {e}"))?;
+            let resp = req.body(payload).send().await.map_err(|e| match egress::refusal(&e) {
+                Some(r) => Failure::Refused(format!("webhook {r}")),
+                None => Failure::Retry(format!("webhook unreachable: {}", crate::invoke::describe(&e))),
+            })?;
             if resp.status().is_success() {
                 Ok(())
             } else {
-                Err(format!("webhook answered HTTP {}", resp.status().as_u16()))
+                Err(format!("webhook answered HTTP {}", resp.status().as_u16()).into())
             }
         }
         Destination::Nats(subject) => {
@@ -185,18 +201,18 @@ async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&Functi
                     .publish_with_headers(subject, headers, payload.into())
                     .await
                     .map_err(|e| e.to_string())?;
-                return ack.await.map(|_| ()).map_err(|e| e.to_string());
+                return ack.await.map(|_| ()).map_err(|e| e.to_string().into());
             }
             ctx.nats
                 .client
                 .publish_with_headers(subject, headers, payload.into())
                 .await
                 .map_err(|e| e.to_string())?;
-            ctx.nats.client.flush().await.map_err(|e| e.to_string())
+            ctx.nats.client.flush().await.map_err(|e| e.to_string().into())
         }
         Destination::Function(name) => {
             if ctx.function(&name).await.is_none() {
-                return Err(format!("no function {name:?}"));
+                return Err(format!("no function {name:?}").into());
             }
             let (input, content_type) = if record.status == Status::Succeeded {
                 let bytes = Encoded::decode(record.result.as_deref(), record.result_base64.as_deref());
@@ -224,7 +240,7 @@ async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&Functi
             intake::submit(ctx, s, false, true)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string().into())
         }
     }
 }
@@ -281,7 +297,13 @@ async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
                 AckKind::Ack,
             )
         }
-        Err(error) => {
+        Err(Failure::Refused(error)) => {
+            ctx.metrics.delivery(kind, "failed");
+            tracing::warn!(task_id = %job.task_id, target = %job.target, error = %error, "result delivery refused");
+            let d = json!({"target": job.target, "status": "Failed", "attempts": attempts, "last_error": error});
+            (d, AckKind::Ack)
+        }
+        Err(Failure::Retry(error)) => {
             let defaults = crate::function::Backoff {
                 initial: crate::duration::Dur::from_secs(1),
                 max: crate::duration::Dur::from_secs(300),

@@ -1,7 +1,9 @@
 //! Configuration: one typed struct, defaults in one place, loaded from `jetask.toml` then
 //! `JETASK_<SECTION>_<KEY>` environment variables, validated once with errors naming the key.
 
+use crate::destination::{Rules, SubjectPattern};
 use crate::duration::Dur;
+use crate::egress;
 use crate::function::{self, Function};
 use crate::task::{valid_function_name, valid_user};
 use serde::Deserialize;
@@ -139,6 +141,14 @@ impl Default for DispatchConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct DestinationsConfig {
+    /// When not empty, the only subjects a `nats:` destination may name (NATS wildcards), on
+    /// top of the built-in rules (no `$…`, `_INBOX…` or `jetask.…` but `jetask.results.>`).
+    pub nats_allow: Vec<SubjectPattern>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub nats: NatsConfig,
     pub http: HttpConfig,
@@ -147,6 +157,9 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub log: LogConfig,
     pub dispatch: DispatchConfig,
+    pub destinations: DestinationsConfig,
+    /// Where endpoints and webhooks may point.
+    pub egress: egress::Policy,
     /// Function defaults: any key of a function but `endpoint`.
     pub defaults: serde_json::Value,
     /// Static functions, `[functions.NAME]`.
@@ -171,7 +184,7 @@ fn key_err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 11] = [
     "nats",
     "http",
     "auth",
@@ -179,6 +192,8 @@ const SECTIONS: [&str; 9] = [
     "tasks",
     "log",
     "dispatch",
+    "destinations",
+    "egress",
     "defaults",
     "functions",
 ];
@@ -233,6 +248,14 @@ impl Config {
         Ok(config)
     }
 
+    /// What destinations and endpoints may name, beyond the built-in rules.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            nats_allow: &self.destinations.nats_allow,
+            egress: &self.egress,
+        }
+    }
+
     /// The record retention as a duration.
     pub fn retention(&self) -> Duration {
         self.tasks.retention.0
@@ -273,6 +296,7 @@ impl Config {
                     ));
                 }
                 function::resolve(partial, &self.defaults, self.retention())
+                    .and_then(|spec| function::check_rules(&spec, &self.rules()).map(|()| spec))
                     .map(|spec| Function {
                         name: name.clone(),
                         spec,
@@ -364,7 +388,7 @@ pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, St
         let typed = matches!(*section, "defaults" | "functions")
             || matches!(
                 (*section, key),
-                ("nats", "replicas") | ("limits", _) | ("auth", "tokens")
+                ("nats", "replicas") | ("limits", _) | ("auth", "tokens") | ("destinations", _) | ("egress", _)
             );
         let value = if *section == "auth" && key == "tokens" && !raw.trim_start().starts_with('{') {
             let mut t = toml::Table::new();
@@ -462,6 +486,21 @@ mod tests {
         assert_eq!(c.limits.max_payload, 2048);
         assert_eq!(c.auth.tokens.get("secret-token-2").map(String::as_str), Some("bob"));
         assert_eq!(c.nats.password.as_deref(), Some("123456"));
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let doc = include_str!("../docs/configuration.md");
+        let example = doc
+            .split("## Example `jetask.toml`")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .unwrap();
+        let c = Config::from_toml(example).unwrap();
+        assert_eq!(c.destinations.nats_allow.len(), 2);
+        assert_eq!(c.egress.allow.len(), 3);
+        assert!(!c.egress.follow_redirects);
     }
 
     #[test]

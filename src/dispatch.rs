@@ -195,6 +195,7 @@ fn parse(ctx: &Ctx, function: &str, msg: &async_nats::Message, info: &jetstream:
         Timestamp(info.published.timestamp_millis()),
         ctx.config.retention(),
         ctx.config.limits.max_payload,
+        &ctx.config.rules(),
     )
 }
 

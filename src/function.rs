@@ -2,7 +2,7 @@
 //! JSON (HTTP, NATS) or TOML tables (config); both are merged over the defaults and validated
 //! key by key, so that an error names the key at fault.
 
-use crate::destination::Destination;
+use crate::destination::{self, Destination, Rules};
 use crate::duration::Dur;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -328,6 +328,23 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
     })
 }
 
+/// Checks what a spec points at against the operator's rules (`[egress]` for the endpoint and
+/// webhooks, `[destinations]` for NATS subjects), naming the key at fault. Separate from
+/// [`resolve`], which is about the spec alone: a spec stored before a rule still loads, and the
+/// rule is then applied when it is called or delivered to.
+pub fn check_rules(spec: &FunctionSpec, rules: &Rules<'_>) -> Result<(), PolicyError> {
+    rules
+        .egress
+        .check_url(spec.endpoint.url())
+        .map_err(|e| perr("endpoint", format!("{:?} is {e}", spec.endpoint.as_str())))?;
+    for (key, d) in [("on_success", &spec.on_success), ("on_failure", &spec.on_failure)] {
+        if let Some(d) = d {
+            destination::check(d, rules).map_err(|e| perr(key, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 impl FunctionSpec {
     /// Whether a rate limit (of the function, or per user) paces its tasks: they then start in
     /// the limit's own time, not as soon as a slot is free.
@@ -469,6 +486,42 @@ mod tests {
             "signing_secret"
         );
         assert_eq!(err_key(json!({"endpoint": e, "colour": "red"})), "colour");
+    }
+
+    #[test]
+    fn the_operator_rules_name_the_key_they_refuse() {
+        let egress: crate::egress::Policy = toml::from_str(r#"deny = ["10.0.0.0/8"]"#).unwrap();
+        let allow = [crate::destination::SubjectPattern::try_from("orders.>".to_string()).unwrap()];
+        let rules = Rules {
+            nats_allow: &allow,
+            egress: &egress,
+        };
+        let key = |v: Value| check_rules(&ok(v), &rules).map_err(|e| (e.key.clone(), e.to_string()));
+        let e = "http://127.0.0.1:9/f";
+        assert_eq!(key(json!({"endpoint": e, "on_success": "nats:orders.done"})), Ok(()));
+        let (k, why) = key(json!({"endpoint": "http://169.254.169.254/"})).unwrap_err();
+        assert_eq!(k, "endpoint");
+        assert!(why.contains("egress policy"), "{why}");
+        assert_eq!(key(json!({"endpoint": "http://10.1.1.1/"})).unwrap_err().0, "endpoint");
+        assert_eq!(
+            key(json!({"endpoint": e, "on_success": "http://metadata.google.internal/"}))
+                .unwrap_err()
+                .0,
+            "on_success"
+        );
+        assert_eq!(
+            key(json!({"endpoint": e, "on_failure": "nats:alerts"})).unwrap_err().0,
+            "on_failure"
+        );
+        // The built-in subject rules need no configuration: resolve itself refuses them.
+        assert_eq!(
+            err_key(json!({"endpoint": e, "on_success": "nats:$KV.JETASK_FUNCTIONS.f"})),
+            "on_success"
+        );
+        assert_eq!(
+            err_key(json!({"endpoint": e, "on_failure": "nats:jetask.control.stop"})),
+            "on_failure"
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         accepted_at,
         ctx.config.retention(),
         ctx.config.limits.max_payload,
+        &ctx.config.rules(),
     );
     let invalid = if crate::task::valid_function_name(&function) {
         parsed

@@ -1,6 +1,7 @@
 //! Calling a function's endpoint once (CONTRACT §5): the request, its headers and timeout, and
 //! the answer turned into an [`Outcome`].
 
+use crate::egress::{self, Refused};
 use crate::outcome::{classify, Outcome};
 use crate::retry::parse_retry_after;
 use crate::subjects::headers as h;
@@ -22,21 +23,21 @@ pub struct Call<'a> {
     pub max_result: usize,
 }
 
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
+/// A call the egress policy refuses: `Unreachable`, and final, since trying again reaches
+/// the same rule.
+fn refused(r: &Refused) -> Outcome {
+    Outcome::Fatal(TaskError::new(ErrorType::Unreachable, r.to_string()))
 }
 
 /// Makes the call; never fails: errors are outcomes.
-pub async fn call(client: &reqwest::Client, c: Call<'_>) -> Outcome {
+pub async fn call(client: &egress::Client, c: Call<'_>) -> Outcome {
+    if let Err(r) = client.check(c.endpoint) {
+        return refused(&r);
+    }
     let started = Timestamp::now();
     let deadline = started.plus(c.timeout);
     let req = client
+        .http()
         .post(c.endpoint.clone())
         .timeout(c.timeout)
         .header(h::CONTENT_TYPE, c.content_type.unwrap_or("application/octet-stream"))
@@ -57,7 +58,10 @@ pub async fn call(client: &reqwest::Client, c: Call<'_>) -> Outcome {
     let mut resp = match req.body(c.body).send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return timeout_err(),
-        Err(e) => return Outcome::Retryable(TaskError::new(ErrorType::Unreachable, describe(&e))),
+        Err(e) => match egress::refusal(&e) {
+            Some(r) => return refused(r),
+            None => return Outcome::Retryable(TaskError::new(ErrorType::Unreachable, describe(&e))),
+        },
     };
     let code = resp.status().as_u16();
     let header = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -86,7 +90,9 @@ pub async fn call(client: &reqwest::Client, c: Call<'_>) -> Outcome {
     classify(code, is_async, retry_after, body)
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The error and its sources, which say what actually went wrong (reqwest's own message is
+/// only "error sending request").
+pub fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {

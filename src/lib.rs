@@ -21,7 +21,7 @@
 //! - [`scheduler`]: fires schedules on every replica, once per moment;
 //! - [`intake`]: submissions → records; [`fair`]: head starts for small users; [`dispatch`]: per-function consumption and attempts;
 //! - [`callback`]: results out to webhooks, NATS subjects and other functions;
-//! - [`invoke`]: one HTTP call; [`control`]: stop requests across replicas; [`events`];
+//! - [`invoke`]: one HTTP call; [`egress`]: where HTTP calls may go (policy, resolver, redirects); [`control`]: stop requests across replicas; [`events`];
 //! - [`metrics`]: Prometheus metrics;
 //! - [`ops`]: task and function operations shared by both APIs; [`api`]: the HTTP API; [`nats_api`]: the NATS micro service; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
 
@@ -36,6 +36,7 @@ pub mod destination;
 pub mod dev;
 pub mod dispatch;
 pub mod duration;
+pub mod egress;
 pub mod events;
 pub mod fair;
 pub mod follow;

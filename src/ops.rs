@@ -361,6 +361,7 @@ pub async fn fn_put(ctx: &Ctx, name: &str, partial: &Value) -> ApiResult<(Status
     }
     let partial = &partial;
     let mut spec = function::resolve(partial, &ctx.config.defaults, ctx.config.retention())
+        .and_then(|spec| function::check_rules(&spec, &ctx.config.rules()).map(|()| spec))
         .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
     let existing = ctx.functions.get(name).await?;
     let mut generated = None;

@@ -28,7 +28,8 @@ pub struct Ctx {
     pub index: Arc<Index>,
     pub control: Arc<Control>,
     pub schedules: Arc<crate::scheduler::Schedules>,
-    pub http: reqwest::Client,
+    /// Endpoints and webhooks are called through it: it enforces `[egress]`.
+    pub http: crate::egress::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub replicas: Arc<crate::replicas::Replicas>,
     pub fair: crate::fair::Fair,
@@ -130,7 +131,7 @@ async fn begin(config: Arc<Config>, progress: &setup::Progress) -> Result<Arc<Ct
         index: Arc::new(Index::open_temp().map_err(|e| StartError::Config(e.to_string()))?),
         control: Arc::new(Control::default()),
         schedules: Arc::new(crate::scheduler::Schedules::default()),
-        http: crate::invoke::http_client(),
+        http: crate::egress::Client::new(&config.egress),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         replicas: Arc::new(crate::replicas::Replicas::new()),
         fair: crate::fair::Fair::default(),

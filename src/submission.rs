@@ -2,7 +2,7 @@
 //! validated. Pure: headers come in as a lookup function, times as arguments. Over HTTP a bad
 //! field is a 400; over NATS, where the message is already accepted, it makes the task `Invalid`.
 
-use crate::destination::Destination;
+use crate::destination::{self, Rules};
 use crate::duration::Dur;
 use crate::machine::NewTask;
 use crate::subjects::headers as h;
@@ -92,8 +92,9 @@ pub fn not_before(
     }
 }
 
-pub fn check_callback(field: &str, raw: &str) -> Result<String, FieldError> {
-    raw.parse::<Destination>()
+/// A destination given with a submission, checked against the built-in and the operator's rules.
+pub fn check_callback(field: &str, raw: &str, rules: &Rules<'_>) -> Result<String, FieldError> {
+    destination::check(raw, rules)
         .map(|_| raw.to_string())
         .map_err(|e| field_error(field, e.to_string()))
 }
@@ -143,6 +144,7 @@ pub fn id_and_user<'a>(header: impl Fn(&str) -> Option<&'a str>, seq: u64) -> (S
 
 /// Reads a message on `jetask.submit.<function>`. Never fails: a field that cannot be used makes
 /// the task invalid (with the reason), since the message is already accepted.
+#[allow(clippy::too_many_arguments)] // each is a separate input of a pure function
 pub fn from_message<'a>(
     function: &str,
     header: impl Fn(&str) -> Option<&'a str>,
@@ -151,6 +153,7 @@ pub fn from_message<'a>(
     accepted_at: Timestamp,
     max_delay: Duration,
     max_payload: usize,
+    rules: &Rules<'_>,
 ) -> Parsed {
     let mut invalid = None;
     let mut note = |e: FieldError| {
@@ -170,7 +173,7 @@ pub fn from_message<'a>(
         note(e);
         None
     });
-    let callback = header(h::CALLBACK).and_then(|c| check_callback(h::CALLBACK, c).map_err(&mut note).ok());
+    let callback = header(h::CALLBACK).and_then(|c| check_callback(h::CALLBACK, c, rules).map_err(&mut note).ok());
     let traceparent = header(h::TRACEPARENT).and_then(|t| check_traceparent(t).map_err(&mut note).ok());
     if input.len() > max_payload {
         note(field_error(
@@ -206,7 +209,22 @@ mod tests {
 
     fn parse(headers: &[(&str, &str)]) -> Parsed {
         let map: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        from_message("f", |k| map.get(k).map(String::as_str), b"in", 42, NOW, WEEK, 1024)
+        let allow = [destination::SubjectPattern::try_from("done".to_string()).unwrap()];
+        let egress = crate::egress::Policy::default();
+        let rules = Rules {
+            nats_allow: &allow,
+            egress: &egress,
+        };
+        from_message(
+            "f",
+            |k| map.get(k).map(String::as_str),
+            b"in",
+            42,
+            NOW,
+            WEEK,
+            1024,
+            &rules,
+        )
     }
 
     #[test]
@@ -243,6 +261,11 @@ mod tests {
             ("Jetask-User", "a.b"),
             ("Nats-Msg-Id", "has space"),
             ("Jetask-Callback", "ftp://x"),
+            ("Jetask-Callback", "nats:$KV.JETASK_TASKS.t1"),
+            ("Jetask-Callback", "nats:_INBOX.x"),
+            ("Jetask-Callback", "nats:jetask.control.stop"),
+            ("Jetask-Callback", "nats:elsewhere"),
+            ("Jetask-Callback", "http://169.254.169.254/"),
             ("traceparent", "xyz"),
         ] {
             let p = parse(&[(k, v)]);

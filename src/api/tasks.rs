@@ -1,6 +1,7 @@
 //! Task routes: submitting (single and `:batch`) here; the rest through [`crate::ops`].
 
 use super::{ApiError, ApiResult, Caller};
+use crate::destination::Rules;
 use crate::intake::{self, HttpSubmission};
 use crate::ops;
 use crate::service::Ctx;
@@ -60,11 +61,11 @@ fn submitter(caller: &Caller, headers: &HeaderMap) -> Result<String, FieldError>
 }
 
 /// Options shared by every task of a request (callback, content type, trace context).
-fn shared_options(headers: &HeaderMap) -> Result<Options, FieldError> {
+fn shared_options(headers: &HeaderMap, rules: &Rules<'_>) -> Result<Options, FieldError> {
     Ok(Options {
         not_before: None,
         callback: header(headers, h::CALLBACK)?
-            .map(|c| submission::check_callback(h::CALLBACK, c))
+            .map(|c| submission::check_callback(h::CALLBACK, c, rules))
             .transpose()?,
         content_type: header(headers, h::CONTENT_TYPE)?.map(str::to_string),
         traceparent: header(headers, h::TRACEPARENT)?
@@ -100,7 +101,7 @@ pub async fn submit(
     let id = header(&headers, "Idempotency-Key")?
         .map(|id| submission::check_id("Idempotency-Key", id).map(|_| id.to_string()))
         .transpose()?;
-    let mut options = shared_options(&headers)?;
+    let mut options = shared_options(&headers, &ctx.config.rules())?;
     options.not_before = submission::not_before(
         header(&headers, h::DELAY)?.map(|v| (h::DELAY, v)),
         header(&headers, h::NOT_BEFORE)?.map(|v| (h::NOT_BEFORE, v)),
@@ -197,7 +198,7 @@ pub async fn submit_batch(
     })?;
     let items: Vec<Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("expected a JSON array of tasks: {e}")))?;
-    let shared = shared_options(&headers)?;
+    let shared = shared_options(&headers, &ctx.config.rules())?;
     let user = submitter(&caller, &headers)?;
     let auth = caller.user.is_some();
     let now = Timestamp::now();

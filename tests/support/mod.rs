@@ -490,6 +490,19 @@ impl Receiver {
 
     /// A receiver whose answer may depend on its load: the calls in flight, this one included.
     pub async fn start_loaded(script: impl Fn(&Call, usize, i64) -> Reply + Send + Sync + 'static) -> Receiver {
+        Self::start_loaded_on("127.0.0.1", script).await
+    }
+
+    /// A receiver on another loopback address (`127.0.0.2`): one that an egress rule can
+    /// tell apart from the others.
+    pub async fn start_on(ip: &str, script: impl Fn(&Call, usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        Self::start_loaded_on(ip, move |call, n, _| script(call, n)).await
+    }
+
+    async fn start_loaded_on(
+        ip: &str,
+        script: impl Fn(&Call, usize, i64) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         let script: Script = Arc::new(script);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let inflight = Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -547,7 +560,7 @@ impl Receiver {
             }
         };
         let router = axum::Router::new().fallback(handler);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
