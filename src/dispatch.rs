@@ -392,7 +392,11 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
             match find(ctx, parsed, accepted_at, delivered).await {
                 Ok(Some(v)) if v.record.seq == seq => v,
                 Ok(Some(v)) => {
-                    tracing::info!(seq, recorded_seq = v.record.seq, "not run: the task ID is recorded for another submission (a duplicate)");
+                    tracing::info!(
+                        seq,
+                        recorded_seq = v.record.seq,
+                        "not run: the task ID is recorded for another submission (a duplicate)"
+                    );
                     return Settle::Ack;
                 }
                 Ok(None) => {

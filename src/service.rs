@@ -110,7 +110,9 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
         let router = api::starting_router(progress.clone());
         let stop = starting.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(l, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+            let _ = axum::serve(l, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
         })
     };
     let begun = begin(config.clone(), &progress).await;

@@ -177,8 +177,18 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
         ..Default::default()
     };
     let forever = Duration::ZERO;
-    let tasks = ensure_bucket(progress, &js, bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention)).await?;
-    let functions = ensure_bucket(progress, &js, bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever)).await?;
+    let tasks = ensure_bucket(
+        progress,
+        &js,
+        bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention),
+    )
+    .await?;
+    let functions = ensure_bucket(
+        progress,
+        &js,
+        bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever),
+    )
+    .await?;
     let schedules = ensure_bucket(
         progress,
         &js,
@@ -346,7 +356,11 @@ struct Handles {
 }
 
 /// Creates or updates a stream and returns its handle.
-async fn ensure_stream(progress: &Progress, js: &Handles, config: stream::Config) -> Result<stream::Stream, SetupError> {
+async fn ensure_stream(
+    progress: &Progress,
+    js: &Handles,
+    config: stream::Config,
+) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
     converge(progress, &format!("stream {name}"), || {
         let (quick, js, config, name) = (js.quick.clone(), js.js.clone(), config.clone(), name.clone());
@@ -364,7 +378,10 @@ async fn ensure_bucket(progress: &Progress, js: &Handles, config: kv::Config) ->
     converge(progress, &format!("bucket {name}"), || {
         let (quick, js, config, name) = (js.quick.clone(), js.js.clone(), config.clone(), name.clone());
         async move {
-            quick.create_or_update_key_value(config).await.map_err(|e| e.to_string())?;
+            quick
+                .create_or_update_key_value(config)
+                .await
+                .map_err(|e| e.to_string())?;
             js.get_key_value(&name).await.map_err(|e| e.to_string())
         }
     })

@@ -119,7 +119,10 @@ fn assert_no_attempt_called_twice(calls: &HashMap<String, Vec<(u32, Instant)>>) 
             twice.insert(id.clone(), cs.iter().map(|(a, _)| *a).collect::<Vec<_>>());
         }
     }
-    assert!(twice.is_empty(), "attempts called twice (task: attempts seen): {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "attempts called twice (task: attempts seen): {twice:?}"
+    );
 }
 
 /// The longest time between two consecutive calls of the receiver.
@@ -163,7 +166,10 @@ async fn wait_all_succeeded(app: &App, ids: &[String], within: Duration) -> Hash
 
 /// Every task called more than once was run again under a higher attempt, after an
 /// `interrupted` record of the attempt before.
-fn assert_reruns_are_interrupted_retries(calls: &HashMap<String, Vec<(u32, Instant)>>, records: &HashMap<String, Value>) {
+fn assert_reruns_are_interrupted_retries(
+    calls: &HashMap<String, Vec<(u32, Instant)>>,
+    records: &HashMap<String, Value>,
+) {
     for (id, cs) in calls.iter().filter(|(_, cs)| cs.len() > 1) {
         let attempts: Vec<u32> = cs.iter().map(|(a, _)| *a).collect();
         assert!(
@@ -186,7 +192,7 @@ async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up()
     for round in 0..3 {
         let cluster = Cluster::start_forming();
         let env = [("JETASK_NATS_REPLICAS", "3")];
-        let mut a = support::spawn_serve(&cluster.urls(), "", &env, Stdio::inherit());
+        let mut a = support::spawn_serve(&cluster.urls(), "", &env, Stdio::null());
         let mut b = support::spawn_serve(&cluster.urls(), "", &env, Stdio::null());
         for p in [&a, &b] {
             p.app.wait_ready(Duration::from_secs(60)).await;
@@ -288,7 +294,11 @@ async fn two_replicas_with_no_fault_never_call_a_task_twice() {
     let mut ids = Vec::new();
     for i in 0..2000 {
         let id = format!("calm-{i:05}");
-        let user = if i % 10 == 0 { format!("small-{}", i % 70) } else { "big".to_string() };
+        let user = if i % 10 == 0 {
+            format!("small-{}", i % 70)
+        } else {
+            "big".to_string()
+        };
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", id.as_str());
         h.insert("Jetask-User", user.as_str());

@@ -95,7 +95,9 @@ pub fn starting_router(progress: Arc<crate::setup::Progress>) -> Router {
                 async move {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        Json(serde_json::json!({"ready": false, "nats": false, "index": false, "waiting_for": waiting})),
+                        Json(
+                            serde_json::json!({"ready": false, "nats": false, "index": false, "waiting_for": waiting}),
+                        ),
                     )
                 }
             }),

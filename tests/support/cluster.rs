@@ -204,10 +204,7 @@ impl Cluster {
         let client = self.client().await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(m) = client
-                .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
-                .await
-            {
+            if let Ok(m) = client.request(format!("$JS.API.STREAM.INFO.{stream}"), "".into()).await {
                 let info: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
                 let name = info["cluster"]["leader"].as_str().unwrap_or_default();
                 if let Some(i) = self.nodes.iter().position(|n| n.name == name) {
