@@ -39,6 +39,10 @@ pub struct BenchArgs {
     pub concurrency: u32,
     /// Skip the raw JetStream measurement.
     pub no_raw: bool,
+    /// jetask replicas to run (in this process), sharing the function's consumer.
+    pub replicas: usize,
+    /// Start a 3-node cluster on loopback and run on it with R3 streams and buckets.
+    pub cluster: bool,
 }
 
 /// Publishes in flight at once.
@@ -302,31 +306,37 @@ impl Seen {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
-    let mut _child = None;
+    let mut _children = Vec::new();
     let url = match &args.nats_url {
         Some(u) => u.clone(),
+        None if args.cluster => {
+            let (children, url) = crate::dev::spawn_cluster(&dir)?;
+            _children = children;
+            url
+        }
         None => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            _child = Some(crate::dev::spawn_nats(&dir, port)?);
+            _children.push(crate::dev::spawn_nats(&dir, port)?);
             format!("nats://127.0.0.1:{port}")
         }
     };
     let mut config = Config::from_toml("").map_err(|e| anyhow::anyhow!(e))?;
     config.nats.url = url.clone();
     config.http.listen = "127.0.0.1:0".into();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let svc = loop {
-        match service::start(config.clone()).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "waiting for nats-server");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e).context("cannot start jetask for the benchmark"),
-        }
-    };
+    if args.cluster || url.contains(',') {
+        config.nats.replicas = 3;
+    }
+    let mut replicas = Vec::new();
+    for _ in 0..args.replicas.max(1) {
+        replicas.push(
+            service::start(config.clone())
+                .await
+                .context("cannot start jetask for the benchmark")?,
+        );
+    }
+    let svc = replicas.remove(0);
     let hidden = args.json;
-    let client = async_nats::connect(&url).await?;
+    let client = crate::setup::connect(&config).await?;
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
 
     let raw = if args.no_raw {
@@ -560,6 +570,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let _ = svc.ctx.functions.delete(&function).await;
     svc.stop().await;
+    for r in replicas {
+        r.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -72,6 +72,12 @@ pub enum Command {
         /// Skip the raw JetStream publish+consume measurement.
         #[arg(long)]
         no_raw: bool,
+        /// jetask replicas to run, sharing the work (in this process).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Start a 3-node NATS cluster on loopback and run on it with R3 streams and buckets.
+        #[arg(long, conflicts_with = "nats_url")]
+        cluster: bool,
     },
 }
 
@@ -470,6 +476,8 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             http_tasks,
             concurrency,
             no_raw,
+            replicas,
+            cluster,
         } => {
             if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
                 anyhow::bail!("--rate must be a positive number of tasks per second");
@@ -485,6 +493,8 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
                 http_tasks: http_tasks.unwrap_or(tasks / 10),
                 concurrency: concurrency.max(1),
                 no_raw,
+                replicas: replicas.clamp(1, 16),
+                cluster,
             })
             .await?;
         }

