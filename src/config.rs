@@ -76,6 +76,12 @@ pub struct LimitsConfig {
     pub max_payload: usize,
     /// Largest result kept in a record; longer ones are cut and marked `result_truncated`.
     pub max_result: usize,
+    /// Whether `max_payload` was set (file or environment) rather than defaulted: a defaulted
+    /// limit is fitted to the NATS server at start-up, a set one must fit as it is.
+    #[serde(skip)]
+    pub max_payload_set: bool,
+    #[serde(skip)]
+    pub max_result_set: bool,
 }
 
 impl Default for LimitsConfig {
@@ -83,6 +89,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_payload: 1024 * 1024,
             max_result: 256 * 1024,
+            max_payload_set: false,
+            max_result_set: false,
         }
     }
 }
@@ -234,6 +242,9 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
+        let limits = table.get("limits").and_then(|l| l.as_table());
+        let set = |key: &str| limits.is_some_and(|l| l.contains_key(key));
+        let (payload_set, result_set) = (set("max_payload"), set("max_result"));
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             key_err(
@@ -244,6 +255,8 @@ impl Config {
         if config.defaults.is_null() {
             config.defaults = serde_json::json!({});
         }
+        config.limits.max_payload_set = payload_set;
+        config.limits.max_result_set = result_set;
         config.validate()?;
         Ok(config)
     }

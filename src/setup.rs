@@ -19,6 +19,12 @@ pub enum SetupError {
         max_payload: usize,
         max_result: usize,
     },
+    #[error("the NATS server's max_payload of {server} bytes leaves no room for records with limits.{key} = {value}; raise max_payload in the server config or lower limits.{key}")]
+    NoRoom {
+        server: usize,
+        key: &'static str,
+        value: usize,
+    },
     #[error("cannot set up JetStream {what}: {reason}")]
     JetStream { what: String, reason: String },
 }
@@ -35,6 +41,8 @@ pub struct Nats {
     pub replicas: kv::Store,
     pub submit: stream::Stream,
     pub callbacks: stream::Stream,
+    /// The limits in force: as configured, or fitted to the server's `max_payload`.
+    pub limits: crate::config::LimitsConfig,
 }
 
 pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
@@ -99,7 +107,61 @@ async fn connect_patiently(config: &Config) -> Result<async_nats::Client, SetupE
 
 /// Bytes a record may need: input and result, escaped or base64 in JSON, plus the rest.
 pub fn record_size_needed(config: &Config) -> usize {
-    2 * config.limits.max_payload + 2 * config.limits.max_result + 64 * 1024
+    size_needed(config.limits.max_payload, config.limits.max_result)
+}
+
+/// What a record needs beyond its input and result (IDs, history, headers).
+const RECORD_OVERHEAD: usize = 64 * 1024;
+
+fn size_needed(max_payload: usize, max_result: usize) -> usize {
+    2 * max_payload + 2 * max_result + RECORD_OVERHEAD
+}
+
+/// The limits to run with on a server whose `max_payload` is `server`: the configured ones when
+/// they fit; else, for those not set explicitly, the largest that fit (a stock nats-server
+/// allows 1 MB), keeping the defaults' 4:1 ratio of input to result when neither is set.
+/// Limits set explicitly that cannot fit are an error naming them.
+pub fn fit_limits(
+    limits: &crate::config::LimitsConfig,
+    server: usize,
+) -> Result<crate::config::LimitsConfig, SetupError> {
+    let mut out = limits.clone();
+    if server >= size_needed(limits.max_payload, limits.max_result) {
+        return Ok(out);
+    }
+    // Input and result together, as a record holds them.
+    let room = server.saturating_sub(RECORD_OVERHEAD) / 2;
+    let too_small = |key, value| SetupError::NoRoom { server, key, value };
+    match (limits.max_payload_set, limits.max_result_set) {
+        (true, true) => {
+            return Err(SetupError::PayloadTooSmall {
+                server,
+                needed: size_needed(limits.max_payload, limits.max_result),
+                max_payload: limits.max_payload,
+                max_result: limits.max_result,
+            })
+        }
+        (true, false) => {
+            out.max_result = room
+                .checked_sub(limits.max_payload)
+                .filter(|r| *r >= 1024)
+                .ok_or_else(|| too_small("max_payload", limits.max_payload))?;
+        }
+        (false, true) => {
+            out.max_payload = room
+                .checked_sub(limits.max_result)
+                .filter(|p| *p >= 1024)
+                .ok_or_else(|| too_small("max_result", limits.max_result))?;
+        }
+        (false, false) => {
+            if room < 2048 {
+                return Err(too_small("max_payload", limits.max_payload));
+            }
+            out.max_result = room / 5;
+            out.max_payload = room - out.max_result;
+        }
+    }
+    Ok(out)
 }
 
 fn js_err(what: impl Into<String>) -> impl FnOnce(String) -> SetupError {
@@ -113,14 +175,14 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
     progress.set("connecting to NATS");
     let client = connect_patiently(config).await?;
     let server = client.server_info().max_payload;
-    let needed = record_size_needed(config);
-    if server < needed {
-        return Err(SetupError::PayloadTooSmall {
-            server,
-            needed,
-            max_payload: config.limits.max_payload,
-            max_result: config.limits.max_result,
-        });
+    let limits = fit_limits(&config.limits, server)?;
+    if limits.max_payload != config.limits.max_payload || limits.max_result != config.limits.max_result {
+        tracing::info!(
+            server_max_payload = server,
+            max_payload = limits.max_payload,
+            max_result = limits.max_result,
+            "limits not set in the config fitted to the NATS server's max_payload"
+        );
     }
     let js = jetstream::new(client.clone());
     // Set-up requests wait briefly: on a forming cluster an unanswered one is lost for good
@@ -144,7 +206,7 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
             storage: stream::StorageType::File,
             max_age: retention,
             duplicate_window: config.nats.duplicate_window.0,
-            max_message_size: i32::try_from(config.limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
+            max_message_size: i32::try_from(limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
             num_replicas: replicas,
             ..Default::default()
         },
@@ -262,6 +324,7 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
         replicas: presence,
         submit,
         callbacks,
+        limits,
     })
 }
 
@@ -423,4 +486,49 @@ pub async fn ensure_dispatch_consumer(
         })
         .await
         .map_err(|e| js_err(format!("consumer for function {function}"))(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LimitsConfig;
+
+    const MB: usize = 1024 * 1024;
+
+    #[test]
+    fn defaulted_limits_shrink_to_a_stock_servers_max_payload() {
+        let fitted = fit_limits(&LimitsConfig::default(), MB).unwrap();
+        assert!(size_needed(fitted.max_payload, fitted.max_result) <= MB);
+        assert!(fitted.max_payload >= 4 * fitted.max_result, "{fitted:?}");
+        assert!(fitted.max_payload > 350 * 1024, "{fitted:?}");
+    }
+
+    #[test]
+    fn limits_that_fit_are_kept() {
+        let l = LimitsConfig::default();
+        let fitted = fit_limits(&l, 8 * MB).unwrap();
+        assert_eq!((fitted.max_payload, fitted.max_result), (l.max_payload, l.max_result));
+    }
+
+    #[test]
+    fn explicit_limits_that_cannot_fit_are_refused_naming_the_key() {
+        let mut l = LimitsConfig {
+            max_payload: 600 * 1024,
+            max_payload_set: true,
+            ..LimitsConfig::default()
+        };
+        let e = fit_limits(&l, MB).unwrap_err().to_string();
+        assert!(e.contains("limits.max_payload"), "{e}");
+        l.max_payload = 100 * 1024;
+        let fitted = fit_limits(&l, MB).unwrap();
+        assert_eq!(fitted.max_payload, 100 * 1024);
+        assert!(size_needed(fitted.max_payload, fitted.max_result) <= MB);
+        l.max_result_set = true;
+        l.max_payload = 2 * MB;
+        let e = fit_limits(&l, MB).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_payload") && e.contains("limits.max_result"),
+            "{e}"
+        );
+    }
 }

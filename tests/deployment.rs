@@ -3,6 +3,8 @@
 //! compose file and the replicas expect it, routes to all three nodes, and the replicas use all
 //! three nodes with R3 streams.
 
+mod support;
+
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -106,4 +108,31 @@ fn the_compose_file_runs_three_nodes_as_nats_config_cluster_describes_them() {
             "{r} uses R3 streams and buckets"
         );
     }
+}
+
+#[tokio::test]
+async fn a_stock_nats_server_with_its_1mb_max_payload_just_works() {
+    // No max_payload in the server's config: nats-server's default of 1 MB.
+    let nats = support::NatsServer::start_with("");
+    let app = support::start_app(support::config(&nats)).await;
+    let fun = support::Receiver::start(|_, _| support::Reply::ok("ok")).await;
+    app.put_fn("echo", serde_json::json!({"endpoint": fun.url()})).await;
+    let id = app.submit("echo", "hello", &[]).await;
+    app.wait_status(&id, "Succeeded", std::time::Duration::from_secs(10))
+        .await;
+    // The fitted input limit is in force: an input over it is refused, naming the limit.
+    let big = vec![b'x'; 600 * 1024];
+    let a = app.post("/v1/functions/echo/tasks", big, &[]).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(a.body.to_string().contains("limits.max_payload"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn explicit_limits_that_do_not_fit_a_stock_server_stop_start_up_naming_the_key() {
+    let nats = support::NatsServer::start_with("");
+    let mut config = support::config(&nats);
+    config.limits.max_payload = 900 * 1024;
+    config.limits.max_payload_set = true;
+    let err = jetask::service::start(config).await.err().expect("start-up refused");
+    assert!(err.to_string().contains("limits.max_payload"), "{err}");
 }
