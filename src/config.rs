@@ -16,6 +16,8 @@ pub struct NatsConfig {
     /// Server URL(s), comma-separated for a cluster.
     pub url: String,
     pub creds_file: Option<PathBuf>,
+    /// File holding an NKey seed (`SU…`), as `nats --nkey` takes it.
+    pub nkey_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
@@ -33,6 +35,7 @@ impl Default for NatsConfig {
         NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             creds_file: None,
+            nkey_file: None,
             user: None,
             password: None,
             token: None,
