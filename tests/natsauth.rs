@@ -383,3 +383,80 @@ fn the_shipped_configs_are_valid_and_need_their_passwords() {
         assert!(with.status.success(), "{conf}: {}", String::from_utf8_lossy(&with.stderr));
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `jetask dev` process, stopped with SIGTERM (so that it stops its nats-server) when dropped.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn jetask_dev_runs_its_nats_server_with_the_shipped_authorization_and_prints_the_credentials() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (nats_port, http_port) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetask"))
+        .arg("dev")
+        .current_dir(dir.path())
+        .env("JETASK_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+        .env("JETASK_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _dev = Dev(child);
+    // Its output up to "jetask is running", read on a thread (the pipe blocks).
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("jetask is running");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let printed = tokio::time::timeout(T, printed).await.expect("jetask dev starts").unwrap();
+    let alice_password = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("user alice")?.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no credentials for alice in {printed:#?}"))
+        .to_string();
+    let env_file = std::fs::read_to_string(dir.path().join(".jetask-dev/nats.env")).unwrap();
+    assert!(env_file.contains(&format!("JETASK_ALICE_PASSWORD={alice_password}")), "{env_file}");
+
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let anonymous = tokio::time::timeout(Duration::from_secs(10), async_nats::connect(&url)).await;
+    assert!(!matches!(anonymous, Ok(Ok(_))), "the dev server accepted a client without credentials");
+    let alice = async_nats::ConnectOptions::with_user_and_password("alice".into(), alice_password)
+        .connect(&url)
+        .await
+        .expect("alice connects with the printed password");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "dev-1");
+    let ack = jetstream::new(alice)
+        .publish_with_headers("jetask.submit.demo", headers, "hello".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!ack.duplicate);
+    let app = App::at(&format!("http://127.0.0.1:{http_port}"));
+    let t = app.wait_status("dev-1", "Succeeded", T).await;
+    assert_eq!(t["user"], "alice");
+}
