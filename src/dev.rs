@@ -73,7 +73,10 @@ pub struct DevCredentials {
 
 impl DevCredentials {
     pub fn password(&self, user: &str) -> Option<&str> {
-        self.users.iter().find(|(u, _, _)| u == user).map(|(_, _, p)| p.as_str())
+        self.users
+            .iter()
+            .find(|(u, _, _)| u == user)
+            .map(|(_, _, p)| p.as_str())
     }
 
     /// Reads `<dir>/nats.env`, or generates the passwords and writes it (readable by its owner

@@ -227,7 +227,11 @@ pub fn id_and_user_on<'a>(
         Some(vouched) => match vouched_user(vouched, header(h::USER)) {
             Ok(u) => (id, u, fault),
             Err(e) => {
-                let owner = if valid_user(vouched) { vouched.to_string() } else { "default".to_string() };
+                let owner = if valid_user(vouched) {
+                    vouched.to_string()
+                } else {
+                    "default".to_string()
+                };
                 (id, owner, Some(e))
             }
         },
@@ -316,7 +320,16 @@ mod tests {
 
     fn parse_on(subject: &str, headers: &[(&str, &str)]) -> Parsed {
         let map: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        from_message_on(subject, "f", |k| map.get(k).map(String::as_str), b"in", 42, NOW, WEEK, 1024)
+        from_message_on(
+            subject,
+            "f",
+            |k| map.get(k).map(String::as_str),
+            b"in",
+            42,
+            NOW,
+            WEEK,
+            1024,
+        )
     }
 
     #[test]
@@ -332,7 +345,10 @@ mod tests {
 
     #[test]
     fn a_header_claiming_another_user_than_the_subject_makes_the_task_invalid() {
-        let p = parse_on("jetask.submit.f.alice", &[("Jetask-User", "bob"), ("Jetask-Delay", "soon")]);
+        let p = parse_on(
+            "jetask.submit.f.alice",
+            &[("Jetask-User", "bob"), ("Jetask-Delay", "soon")],
+        );
         assert_eq!(p.task.user, "alice");
         let reason = p.invalid.expect("refused");
         assert!(reason.starts_with("Jetask-User: \"bob\" is not the user"), "{reason}");
@@ -340,7 +356,10 @@ mod tests {
         assert_eq!(p.task.user, "default");
         assert!(p.invalid.expect("refused").starts_with("subject: "));
         let (_, user, fault) = id_and_user_on("jetask.submit.f.alice", |k| (k == "Jetask-User").then_some("bob"), 1);
-        assert_eq!((user.as_str(), fault.map(|e| e.field)), ("alice", Some("Jetask-User".into())));
+        assert_eq!(
+            (user.as_str(), fault.map(|e| e.field)),
+            ("alice", Some("Jetask-User".into()))
+        );
     }
 
     #[test]

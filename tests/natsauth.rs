@@ -156,14 +156,18 @@ async fn a_tenant_cannot_publish_to_jetstream_records_or_control_subjects() {
     let app = start_app(jetask_config(&nats)).await;
     let rx = Receiver::start(|_, _| Reply::ok("done")).await;
     app.put_fn("f", json!({"endpoint": rx.url()})).await;
-    let victim = app.submit("f", "secret", &[("Idempotency-Key", "victim"), ("Jetask-User", "bob")]).await;
+    let victim = app
+        .submit("f", "secret", &[("Idempotency-Key", "victim"), ("Jetask-User", "bob")])
+        .await;
     let before = app.wait_status(&victim, "Succeeded", T).await;
 
     let alice = Conn::open(&nats, "alice").await;
     let c = &alice.client;
     c.publish("$KV.JETASK_TASKS.victim", "{}".into()).await.unwrap();
     c.publish("$KV.JETASK_FUNCTIONS.f", "{}".into()).await.unwrap();
-    c.publish("$JS.API.STREAM.PURGE.JETASK_SUBMIT", "{}".into()).await.unwrap();
+    c.publish("$JS.API.STREAM.PURGE.JETASK_SUBMIT", "{}".into())
+        .await
+        .unwrap();
     c.publish("$JS.API.INFO", "".into()).await.unwrap();
     c.publish("jetask.control.stop", "victim".into()).await.unwrap();
     // Naming another tenant in the subject is not a way around the import either.
@@ -236,7 +240,9 @@ async fn a_tenant_submits_over_nats_and_reaches_only_its_own_tasks() {
     // A header naming another user: 403 on the micro API, an Invalid task on submission.
     let (code, body) = alice.api("task.list", json!({}), &[("Jetask-User", "bob")]).await;
     assert_eq!(code.as_deref(), Some("403"), "{body}");
-    alice.submit("f", &[("Nats-Msg-Id", "alice-2"), ("Jetask-User", "bob")]).await;
+    alice
+        .submit("f", &[("Nats-Msg-Id", "alice-2"), ("Jetask-User", "bob")])
+        .await;
     let forged = app.wait_status("alice-2", "Invalid", T).await;
     assert_eq!(forged["user"], "alice");
     let why = forged["error"]["message"].as_str().unwrap();
@@ -302,7 +308,11 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
         .stderr(Stdio::piped())
         .output()
         .expect("openssl is installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
@@ -313,10 +323,17 @@ fn certificates(dir: &std::path::Path) {
     ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
     openssl(dir, &ca);
     for (name, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
-        std::fs::write(dir.join(format!("{name}.ext")), format!("basicConstraints=CA:FALSE\n{ext}")).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\n{ext}"),
+        )
+        .unwrap();
         let subj = format!("/CN={name}");
         let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
         let mut req = vec!["req", "-new", "-subj", subj.as_str()];
@@ -327,8 +344,21 @@ fn certificates(dir: &std::path::Path) {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
-                "-extfile", &ext, "-out", &pem,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
             ],
         );
     }
@@ -350,8 +380,14 @@ async fn jetask_connects_over_tls_with_its_client_certificate() {
     tls.nats.tls_ca = Some(d.join("ca.pem"));
 
     // The server demands a client certificate: the CA alone is not enough, nor is plain text.
-    assert!(jetask::service::start(config(&nats)).await.is_err(), "started without TLS");
-    assert!(jetask::service::start(tls.clone()).await.is_err(), "started without a client certificate");
+    assert!(
+        jetask::service::start(config(&nats)).await.is_err(),
+        "started without TLS"
+    );
+    assert!(
+        jetask::service::start(tls.clone()).await.is_err(),
+        "started without a client certificate"
+    );
 
     tls.nats.tls_cert = Some(d.join("client.pem"));
     tls.nats.tls_key = Some(d.join("client.key"));
@@ -366,7 +402,9 @@ async fn jetask_connects_over_tls_with_its_client_certificate() {
 #[test]
 fn the_shipped_configs_are_valid_and_need_their_passwords() {
     for conf in ["single.conf", "cluster/n1.conf", "cluster/n2.conf", "cluster/n3.conf"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nats-config").join(conf);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("nats-config")
+            .join(conf);
         let check = |env: &[(&str, &str)]| {
             let mut cmd = Command::new(std::env::var_os("NATS_SERVER_BIN").unwrap_or_else(|| "nats-server".into()));
             cmd.arg("-t").arg("-c").arg(&path);
@@ -380,7 +418,11 @@ fn the_shipped_configs_are_valid_and_need_their_passwords() {
         let err = String::from_utf8_lossy(&without.stderr);
         assert!(err.contains("JETASK_NATS_PASSWORD"), "{conf}: {err}");
         let with = check(&ENV);
-        assert!(with.status.success(), "{conf}: {}", String::from_utf8_lossy(&with.stderr));
+        assert!(
+            with.status.success(),
+            "{conf}: {}",
+            String::from_utf8_lossy(&with.stderr)
+        );
     }
 }
 
@@ -431,18 +473,27 @@ async fn jetask_dev_runs_its_nats_server_with_the_shipped_authorization_and_prin
         }
         lines
     });
-    let printed = tokio::time::timeout(T, printed).await.expect("jetask dev starts").unwrap();
+    let printed = tokio::time::timeout(T, printed)
+        .await
+        .expect("jetask dev starts")
+        .unwrap();
     let alice_password = printed
         .iter()
         .find_map(|l| l.trim().strip_prefix("user alice")?.split_whitespace().nth(1))
         .unwrap_or_else(|| panic!("no credentials for alice in {printed:#?}"))
         .to_string();
     let env_file = std::fs::read_to_string(dir.path().join(".jetask-dev/nats.env")).unwrap();
-    assert!(env_file.contains(&format!("JETASK_ALICE_PASSWORD={alice_password}")), "{env_file}");
+    assert!(
+        env_file.contains(&format!("JETASK_ALICE_PASSWORD={alice_password}")),
+        "{env_file}"
+    );
 
     let url = format!("nats://127.0.0.1:{nats_port}");
     let anonymous = tokio::time::timeout(Duration::from_secs(10), async_nats::connect(&url)).await;
-    assert!(!matches!(anonymous, Ok(Ok(_))), "the dev server accepted a client without credentials");
+    assert!(
+        !matches!(anonymous, Ok(Ok(_))),
+        "the dev server accepted a client without credentials"
+    );
     let alice = async_nats::ConnectOptions::with_user_and_password("alice".into(), alice_password)
         .connect(&url)
         .await
