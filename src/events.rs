@@ -6,7 +6,8 @@
 use crate::subjects;
 use crate::task::{Status, TaskRecord};
 
-pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Status) {
+/// Publishes the event of `record` reaching `status`; `per_user`: also on the user's subject.
+pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Status, per_user: bool) {
     // A submission to a malformed subject names no function that could carry events.
     if !crate::task::valid_function_name(&record.function) {
         return;
@@ -21,7 +22,7 @@ pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Stat
     }
     // The copy that names the user is what a tenant account imports (nats-config/auth.conf):
     // `jetask.events.>` itself carries every user's tasks. The body is shared, not copied.
-    if crate::task::valid_user(&record.user) {
+    if per_user && crate::task::valid_user(&record.user) {
         if let Err(e) = client
             .publish(subjects::user_event(&record.user, &record.function, status), body)
             .await
