@@ -259,6 +259,10 @@ pub fn from_message_on<'a>(
         if let Some(e) = fault.filter(|e| e.field != h::MSG_ID) {
             parsed.invalid = Some(e.to_string());
         }
+        // Only jetask itself, in its own account, sets these; from a tenant they would be a
+        // claim about someone else's task.
+        parsed.task.replay_of = None;
+        parsed.task.triggered_by = None;
     }
     parsed
 }
@@ -337,8 +341,12 @@ mod tests {
         let p = parse_on("jetask.submit.f.alice", &[("Nats-Msg-Id", "job-1")]);
         assert!(p.invalid.is_none(), "{:?}", p.invalid);
         assert_eq!((p.task.id.as_str(), p.task.user.as_str()), ("job-1", "alice"));
-        let p = parse_on("jetask.submit.f.alice", &[("Jetask-User", "alice")]);
+        let p = parse_on(
+            "jetask.submit.f.alice",
+            &[("Jetask-User", "alice"), ("Jetask-Replay-Of", "bobs-task")],
+        );
         assert!(p.invalid.is_none(), "{:?}", p.invalid);
+        assert_eq!(p.task.replay_of, None, "a tenant cannot claim to replay a task");
         let p = parse_on("jetask.submit.f", &[("Jetask-User", "bob")]);
         assert_eq!((p.task.user.as_str(), p.invalid), ("bob", None));
     }
