@@ -511,3 +511,27 @@ async fn jetask_dev_runs_its_nats_server_with_the_shipped_authorization_and_prin
     let t = app.wait_status("dev-1", "Succeeded", T).await;
     assert_eq!(t["user"], "alice");
 }
+
+#[tokio::test]
+async fn jetask_connects_with_an_nkey_from_nkey_file() {
+    let key = nkeys::KeyPair::new_user();
+    let nats = NatsServer::start_with(&format!(
+        "max_payload: 8MB\nauthorization {{\n  users: [ {{ nkey: {} }} ]\n}}\n",
+        key.public_key()
+    ));
+    assert!(
+        jetask::service::start(config(&nats)).await.is_err(),
+        "started without the nkey"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("jetask.nk");
+    std::fs::write(&seed, format!("{}\n", key.seed().unwrap())).unwrap();
+    let mut c = config(&nats);
+    c.nats.nkey_file = Some(seed);
+    let app = start_app(c).await;
+    let rx = Receiver::start(|_, _| Reply::ok("with an nkey")).await;
+    app.put_fn("f", json!({"endpoint": rx.url()})).await;
+    let id = app.submit("f", "x", &[]).await;
+    app.wait_status(&id, "Succeeded", T).await;
+    app.stop().await;
+}
