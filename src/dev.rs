@@ -182,7 +182,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             while !reachable(&config).await {
                 anyhow::ensure!(
                     tokio::time::Instant::now() < deadline,
-                    "nats-server did not come up on port {port}"
+                    "nats-server did not come up on port {port} (if another server listens there and \
+                     wants credentials, give jetask nats.user and nats.password)"
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
