@@ -6,7 +6,7 @@
 #   docker build -t jetask .
 #   docker run --rm -p 8080:8080 -e JETASK_NATS_URL=nats://nats.example:4222 jetask
 #
-# Only Cargo.toml, Cargo.lock and src/ are copied; BuildKit transfers just those from the build
+# Only Cargo.toml, Cargo.lock, src/ and nats-config/auth.conf (built into `jetask dev`) are copied; BuildKit transfers just those from the build
 # context (target/ is never sent).
 
 # Build stage. Rust 1.89 is Cargo.toml's rust-version; the -bookworm variant links against the
@@ -15,6 +15,7 @@ FROM rust:1.89-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY nats-config/auth.conf ./nats-config/auth.conf
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin jetask \

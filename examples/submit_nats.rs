@@ -1,5 +1,6 @@
 //! Submits tasks over plain NATS, as any NATS client can, and follows their events:
-//! `cargo run --example submit_nats -- FUNCTION [COUNT] [NATS_URL]`.
+//! `cargo run --example submit_nats -- FUNCTION [COUNT] [NATS_URL]`; a server with
+//! authorization takes the user and password in the URL (`nats://alice:PASSWORD@host:4222`).
 //!
 //! Each task is a JetStream publish on `jetask.submit.<function>` with its ID as `Nats-Msg-Id`;
 //! the PubAck means it is durably accepted. Events arrive on `jetask.events.<function>.<state>`.
@@ -14,7 +15,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = args.next().map(|c| c.parse()).transpose()?.unwrap_or(3);
     let url = args.next().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
 
-    let client = async_nats::connect(&url).await?;
+    // async-nats does not send the credentials of a URL by itself.
+    let addr: async_nats::ServerAddr = url.parse()?;
+    let options = match (addr.username(), addr.password()) {
+        (Some(u), Some(p)) => async_nats::ConnectOptions::with_user_and_password(u.into(), p.into()),
+        _ => async_nats::ConnectOptions::new(),
+    };
+    let client = options.connect(addr).await?;
     let mut events = client.subscribe(format!("jetask.events.{function}.>")).await?;
     client.flush().await?;
     let js = async_nats::jetstream::new(client);

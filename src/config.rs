@@ -18,6 +18,8 @@ pub struct NatsConfig {
     /// Server URL(s), comma-separated for a cluster.
     pub url: String,
     pub creds_file: Option<PathBuf>,
+    /// File holding an NKey seed (`SU…`), as `nats --nkey` takes it.
+    pub nkey_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
@@ -28,6 +30,9 @@ pub struct NatsConfig {
     pub duplicate_window: Dur,
     /// Replicas of jetask's streams and buckets: 1 for a single server, 3 for a cluster.
     pub replicas: usize,
+    /// Also publish each event on `jetask.user.<user>.events.…`, the subjects a tenant account
+    /// imports (nats-config/auth.conf). Off saves a publish per event where no tenant follows.
+    pub user_events: bool,
 }
 
 impl Default for NatsConfig {
@@ -35,6 +40,7 @@ impl Default for NatsConfig {
         NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             creds_file: None,
+            nkey_file: None,
             user: None,
             password: None,
             token: None,
@@ -43,6 +49,7 @@ impl Default for NatsConfig {
             tls_key: None,
             duplicate_window: Dur::from_secs(120),
             replicas: 1,
+            user_events: true,
         }
     }
 }
@@ -401,7 +408,11 @@ pub fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, St
         let typed = matches!(*section, "defaults" | "functions")
             || matches!(
                 (*section, key),
-                ("nats", "replicas") | ("limits", _) | ("auth", "tokens") | ("destinations", _) | ("egress", _)
+                ("nats", "replicas" | "user_events")
+                    | ("limits", _)
+                    | ("auth", "tokens")
+                    | ("destinations", _)
+                    | ("egress", _)
             );
         let value = if *section == "auth" && key == "tokens" && !raw.trim_start().starts_with('{') {
             let mut t = toml::Table::new();
@@ -492,6 +503,7 @@ mod tests {
             ),
             ("JETASK_TOKEN".to_string(), "not config".to_string()),
             ("JETASK_NATS_PASSWORD".to_string(), "123456".to_string()),
+            ("JETASK_NATS_USER_EVENTS".to_string(), "false".to_string()),
         ];
         apply_env(&mut t, vars.into_iter()).unwrap();
         let c = Config::from_table(t).unwrap();
@@ -499,6 +511,7 @@ mod tests {
         assert_eq!(c.limits.max_payload, 2048);
         assert_eq!(c.auth.tokens.get("secret-token-2").map(String::as_str), Some("bob"));
         assert_eq!(c.nats.password.as_deref(), Some("123456"));
+        assert!(!c.nats.user_events);
     }
 
     #[test]

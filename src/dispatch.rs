@@ -150,7 +150,7 @@ impl UserRates {
 fn id_and_user(msg: &jetstream::Message) -> (String, String) {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let header = |k: &str| msg.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str());
-    let (id, user, _) = submission::id_and_user(header, seq);
+    let (id, user, _) = submission::id_and_user_on(msg.subject.as_str(), header, seq);
     (id, user)
 }
 
@@ -187,7 +187,8 @@ async fn note_wait(ctx: &Ctx, parsed: submission::Parsed, accepted_at: Timestamp
 
 /// A submission read from its message, and when JetStream accepted it.
 fn parse(ctx: &Ctx, function: &str, msg: &async_nats::Message, info: &jetstream::message::Info) -> submission::Parsed {
-    submission::from_message(
+    submission::from_message_on(
+        msg.subject.as_str(),
         function,
         |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
         &msg.payload,

@@ -30,15 +30,17 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     let Ok(info) = msg.info() else { return };
     let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));
-    // What follows `jetask.submit.`: a function name, or something the task is Invalid for.
-    let function = subjects::after_submit(msg.subject.as_str()).to_string();
+    // What follows `jetask.submit.`: a function name (and the user NATS vouches for), or
+    // something the task is Invalid for.
+    let function = subjects::submit_parts(msg.subject.as_str()).0.to_string();
     let spec = ctx.function(&function).await;
     if spec.as_ref().is_some_and(|s| !s.task_mode) {
         let _ = msg.ack().await;
         return;
     }
     let headers = msg.headers.as_ref();
-    let parsed = submission::from_message(
+    let parsed = submission::from_message_on(
+        msg.subject.as_str(),
         &function,
         |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
         &msg.payload,

@@ -74,7 +74,7 @@ pub async fn publish(ctx: &Ctx, record: &crate::task::TaskRecord, effects: &[Eff
     for e in effects {
         if let Effect::Emit(status) = e {
             ctx.metrics.transition(record, *status, now);
-            events::emit(&ctx.nats.client, record, *status).await;
+            events::emit(&ctx.nats.client, record, *status, ctx.config.nats.user_events).await;
         }
     }
 }

@@ -61,6 +61,10 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> 
             .await
             .map_err(|e| err(format!("nats.creds_file: {e}")))?;
     }
+    if let Some(path) = &n.nkey_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| err(format!("nats.nkey_file {}: {e}", path.display())))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
     if let (Some(u), Some(p)) = (&n.user, &n.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
@@ -475,7 +479,9 @@ pub async fn ensure_dispatch_consumer(
         .create_consumer(consumer::pull::Config {
             durable_name: Some(subjects::dispatch_consumer(function)),
             description: Some(format!("jetask dispatch of function {function}")),
-            filter_subject: subjects::submit(function),
+            // Both the function's own subject and the one a tenant's import delivers to
+            // (`jetask.submit.<function>.<tenant>`, see `subjects::submit_parts`).
+            filter_subjects: vec![subjects::submit(function), subjects::submit_as(function, "*")],
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait,
             // Delayed and backing-off tasks are parked as pending acks (delayed naks): this

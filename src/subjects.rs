@@ -37,6 +37,25 @@ pub fn after_submit(subject: &str) -> &str {
     subject.strip_prefix("jetask.submit.").unwrap_or_default()
 }
 
+/// A submission subject's function and, when it has a token after the function, the user NATS
+/// vouches for. Under the shipped authorization (nats-config/auth.conf) a tenant account's
+/// `jetask.submit.<function>` reaches jetask's account as `jetask.submit.<function>.<tenant>`
+/// through its service import, so only that tenant (and jetask's own account) can publish
+/// there: a header could be forged, the subject cannot. The user is the rest of the subject,
+/// checked by the caller (`a.b` is not a user name).
+pub fn submit_parts(subject: &str) -> (&str, Option<&str>) {
+    let rest = after_submit(subject);
+    match rest.split_once('.') {
+        Some((function, user)) => (function, Some(user)),
+        None => (rest, None),
+    }
+}
+
+/// The submission subject of `function` as a tenant `user`'s import delivers it.
+pub fn submit_as(function: &str, user: &str) -> String {
+    format!("jetask.submit.{function}.{user}")
+}
+
 /// Durable dispatch consumer of one function, shared by every replica.
 pub fn dispatch_consumer(function: &str) -> String {
     format!("fn-{function}")
@@ -55,6 +74,13 @@ pub fn event(function: &str, status: crate::task::Status) -> String {
     format!("jetask.events.{function}.{status}")
 }
 
+/// The same event on a subject that names its user, so that the shipped authorization can give
+/// each tenant account its own events only: the account imports `jetask.user.<tenant>.events.>`
+/// as its `jetask.events.>` (nats-config/auth.conf).
+pub fn user_event(user: &str, function: &str, status: crate::task::Status) -> String {
+    format!("jetask.user.{user}.events.{function}.{status}")
+}
+
 /// The subject a record is written to in the KV stream.
 pub fn task_key_subject(id: &str) -> String {
     format!("$KV.{TASKS_BUCKET}.{id}")
@@ -66,6 +92,9 @@ pub mod headers {
     pub const DELAY: &str = "Jetask-Delay";
     pub const NOT_BEFORE: &str = "Jetask-Not-Before";
     pub const USER: &str = "Jetask-User";
+    /// Added by nats-server to a request that crossed a service import (JSON naming the
+    /// requester's account, `acc`); the server overwrites any value the requester sent.
+    pub const REQUEST_INFO: &str = "Nats-Request-Info";
     pub const CALLBACK: &str = "Jetask-Callback";
     pub const CONTENT_TYPE: &str = "Content-Type";
     pub const TRACEPARENT: &str = "traceparent";
@@ -94,6 +123,13 @@ mod tests {
     fn submit_subjects_round_trip() {
         assert_eq!(after_submit(&submit("resize")), "resize");
         assert_eq!(after_submit("jetask.submit.a.b"), "a.b");
+        assert_eq!(submit_parts(&submit("resize")), ("resize", None));
+        assert_eq!(submit_parts(&submit_as("resize", "alice")), ("resize", Some("alice")));
+        assert_eq!(submit_parts("jetask.submit.a.b.c"), ("a", Some("b.c")));
+        assert_eq!(
+            user_event("alice", "resize", crate::task::Status::Succeeded),
+            "jetask.user.alice.events.resize.Succeeded"
+        );
         assert_eq!(function_of_consumer(&dispatch_consumer("resize")), Some("resize"));
         assert_eq!(
             event("resize", crate::task::Status::Succeeded),

@@ -199,6 +199,87 @@ pub fn from_message<'a>(
     }
 }
 
+/// The user of a submission whose subject names one (see [`crate::subjects::submit_parts`]):
+/// NATS vouches for that user, so it is the task's user, and a `Jetask-User` header naming
+/// anyone else is refused rather than ignored — a client sending it believes it acts for that
+/// user, and silently running the task as someone else would hide the mistake.
+pub fn vouched_user(vouched: &str, header_user: Option<&str>) -> Result<String, FieldError> {
+    check_user("subject", vouched)?;
+    match header_user {
+        Some(claimed) if claimed != vouched => Err(field_error(
+            h::USER,
+            format!(
+                "{claimed:?} is not the user NATS authenticated this submission for ({vouched:?}); \
+                 leave the header out or name that user"
+            ),
+        )),
+        _ => Ok(vouched.to_string()),
+    }
+}
+
+/// [`id_and_user`] of a message on `subject`: the user the subject vouches for, when it names
+/// one, wins over the header.
+pub fn id_and_user_on<'a>(
+    subject: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+    seq: u64,
+) -> (String, String, Option<FieldError>) {
+    let (id, user, fault) = id_and_user(&header, seq);
+    match crate::subjects::submit_parts(subject).1 {
+        None => (id, user, fault),
+        Some(vouched) => match vouched_user(vouched, header(h::USER)) {
+            Ok(u) => (id, u, fault),
+            Err(e) => {
+                let owner = if valid_user(vouched) {
+                    vouched.to_string()
+                } else {
+                    "default".to_string()
+                };
+                (id, owner, Some(e))
+            }
+        },
+    }
+}
+
+/// [`from_message`] of a message on `subject`, whose user is the one the subject vouches for
+/// when it names one (a forged `Jetask-User` makes the task `Invalid`, naming the header).
+#[allow(clippy::too_many_arguments)]
+pub fn from_message_on<'a>(
+    subject: &str,
+    function: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+    input: &[u8],
+    seq: u64,
+    accepted_at: Timestamp,
+    max_delay: Duration,
+    max_payload: usize,
+    rules: &Rules<'_>,
+) -> Parsed {
+    let mut parsed = from_message(
+        function,
+        &header,
+        input,
+        seq,
+        accepted_at,
+        max_delay,
+        max_payload,
+        rules,
+    );
+    if crate::subjects::submit_parts(subject).1.is_some() {
+        let (_, user, fault) = id_and_user_on(subject, &header, seq);
+        parsed.task.user = user;
+        // The vouched user's refusal comes first: it is the fault that matters most.
+        if let Some(e) = fault.filter(|e| e.field != h::MSG_ID) {
+            parsed.invalid = Some(e.to_string());
+        }
+        // Only jetask itself, in its own account, sets these; from a tenant they would be a
+        // claim about someone else's task.
+        parsed.task.replay_of = None;
+        parsed.task.triggered_by = None;
+    }
+    parsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +353,60 @@ mod tests {
             let reason = p.invalid.unwrap_or_else(|| panic!("{k}: {v} accepted"));
             assert!(reason.starts_with(k), "{reason}");
         }
+    }
+
+    fn parse_on(subject: &str, headers: &[(&str, &str)]) -> Parsed {
+        let map: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let egress = crate::egress::Policy::default();
+        let rules = Rules {
+            nats_allow: &[],
+            egress: &egress,
+        };
+        from_message_on(
+            subject,
+            "f",
+            |k| map.get(k).map(String::as_str),
+            b"in",
+            42,
+            NOW,
+            WEEK,
+            1024,
+            &rules,
+        )
+    }
+
+    #[test]
+    fn a_user_in_the_subject_is_the_tasks_user() {
+        let p = parse_on("jetask.submit.f.alice", &[("Nats-Msg-Id", "job-1")]);
+        assert!(p.invalid.is_none(), "{:?}", p.invalid);
+        assert_eq!((p.task.id.as_str(), p.task.user.as_str()), ("job-1", "alice"));
+        let p = parse_on(
+            "jetask.submit.f.alice",
+            &[("Jetask-User", "alice"), ("Jetask-Replay-Of", "bobs-task")],
+        );
+        assert!(p.invalid.is_none(), "{:?}", p.invalid);
+        assert_eq!(p.task.replay_of, None, "a tenant cannot claim to replay a task");
+        let p = parse_on("jetask.submit.f", &[("Jetask-User", "bob")]);
+        assert_eq!((p.task.user.as_str(), p.invalid), ("bob", None));
+    }
+
+    #[test]
+    fn a_header_claiming_another_user_than_the_subject_makes_the_task_invalid() {
+        let p = parse_on(
+            "jetask.submit.f.alice",
+            &[("Jetask-User", "bob"), ("Jetask-Delay", "soon")],
+        );
+        assert_eq!(p.task.user, "alice");
+        let reason = p.invalid.expect("refused");
+        assert!(reason.starts_with("Jetask-User: \"bob\" is not the user"), "{reason}");
+        let p = parse_on("jetask.submit.f.a.b", &[]);
+        assert_eq!(p.task.user, "default");
+        assert!(p.invalid.expect("refused").starts_with("subject: "));
+        let (_, user, fault) = id_and_user_on("jetask.submit.f.alice", |k| (k == "Jetask-User").then_some("bob"), 1);
+        assert_eq!(
+            (user.as_str(), fault.map(|e| e.field)),
+            ("alice", Some("Jetask-User".into()))
+        );
     }
 
     #[test]

