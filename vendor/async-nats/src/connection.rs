@@ -177,8 +177,10 @@ impl Connection {
         }
 
         if self.read_buf.starts_with(b"MSG ") {
-            let line = str::from_utf8(&self.read_buf[4..len])
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+            // jetask patch: nats-server does not check that a subject is UTF-8; a message on
+            // such a subject is delivered with its subject decoded lossily instead of
+            // dropping the connection.
+            let line = String::from_utf8_lossy(&self.read_buf[4..len]).into_owned();
             let mut args = line.split(' ').filter(|s| !s.is_empty());
 
             // Parse the operation syntax: MSG <subject> <sid> [reply-to] <#bytes>
@@ -251,8 +253,8 @@ impl Connection {
 
         if self.read_buf.starts_with(b"HMSG ") {
             // Extract whitespace-delimited arguments that come after "HMSG".
-            let line = std::str::from_utf8(&self.read_buf[5..len])
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+            // jetask patch: lossy, as for `MSG`.
+            let line = String::from_utf8_lossy(&self.read_buf[5..len]).into_owned();
             let mut args = line.split_whitespace().filter(|s| !s.is_empty());
 
             // <subject> <sid> [reply-to] <# header bytes><# total bytes>
@@ -331,68 +333,16 @@ impl Connection {
             let payload = self.read_buf.split_to(total_len - header_len).freeze();
             self.read_buf.advance(2);
 
-            let mut lines = std::str::from_utf8(&header)
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "header isn't valid utf-8")
-                })?
-                .lines()
-                .peekable();
-            let version_line = lines.next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-            })?;
-
-            let version_line_suffix = version_line
-                .strip_prefix("NATS/1.0")
-                .map(str::trim)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "header version line does not begin with `NATS/1.0`",
-                    )
-                })?;
-
-            let (status, description) = version_line_suffix
-                .split_once(' ')
-                .map(|(status, description)| (status.trim(), description.trim()))
-                .unwrap_or((version_line_suffix, ""));
-            let status = if !status.is_empty() {
-                Some(
-                    status
-                        .parse::<StatusCode>()
-                        .map_err(|_| std::io::Error::other("could not parse status parameter"))?,
-                )
-            } else {
-                None
-            };
-            let description = if !description.is_empty() {
-                Some(description.to_owned())
-            } else {
-                None
-            };
-
-            let mut headers = HeaderMap::new();
-            while let Some(line) = lines.next() {
-                if line.is_empty() {
-                    continue;
-                }
-
-                let (name, value) = line.split_once(':').ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-                })?;
-
-                let name = HeaderName::from_str(name)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-
-                // Read the header value, which might have been split into multiple lines
-                // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
-                let mut value = value.trim_start().to_owned();
-                while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
-                    value.push_str(v);
-                }
-                value.truncate(value.trim_end().len());
-
-                headers.append(name, value.into_header_value());
-            }
+            // jetask patch: a header block the strict parser refuses (any byte a publisher
+            // chose: invalid UTF-8, a line without a colon, a bad name or status) used to fail
+            // the whole connection, and the message came back on every redelivery. It is
+            // delivered instead, with the headers that could be read and
+            // `Nats-Unreadable-Headers` naming the fault; the raw bytes stay in the stream.
+            let (headers, status, description) =
+                match parse_header_block(&header, reply.as_ref().map(|r| r.as_str())) {
+                    Ok(parsed) => parsed,
+                    Err(fault) => (lenient_header_block(&header, &fault), None, None),
+                };
 
             trace!(
                 subject = %subject,
@@ -861,6 +811,93 @@ where
             .map_err(std::io::Error::other)
     }
 }
+
+/// jetask patch: the header block of an `HMSG`, strictly; the error says what is wrong.
+fn parse_header_block(
+    header: &[u8],
+    reply: Option<&str>,
+) -> Result<(HeaderMap, Option<StatusCode>, Option<String>), String> {
+    let mut lines = std::str::from_utf8(header)
+        .map_err(|e| format!("header block is not valid UTF-8 at byte {}", e.valid_up_to()))?
+        .lines()
+        .peekable();
+    let version_line = lines
+        .next()
+        .ok_or_else(|| "no header version line found".to_string())?;
+    let version_line_suffix = version_line
+        .strip_prefix("NATS/1.0")
+        .map(str::trim)
+        .ok_or_else(|| "header version line does not begin with `NATS/1.0`".to_string())?;
+    let (status, description) = version_line_suffix
+        .split_once(' ')
+        .map(|(status, description)| (status.trim(), description.trim()))
+        .unwrap_or((version_line_suffix, ""));
+    let status = if !status.is_empty() {
+        // A status on a stored message (one with a JetStream ack subject) was set by its
+        // publisher, not by the server: taken as such, it would end the consumer's pull.
+        if reply.is_some_and(|r| r.starts_with("$JS.ACK.")) {
+            return Err(format!("a published message carries a status line: {status:?}"));
+        }
+        Some(
+            status
+                .parse::<StatusCode>()
+                .map_err(|_| format!("could not parse status {status:?}"))?,
+        )
+    } else {
+        None
+    };
+    let description = if !description.is_empty() {
+        Some(description.to_owned())
+    } else {
+        None
+    };
+    let mut headers = HeaderMap::new();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("header line {line:?} has no colon"))?;
+        let name = HeaderName::from_str(name).map_err(|e| format!("header name {name:?}: {e}"))?;
+        // Read the header value, which might have been split into multiple lines
+        let mut value = value.trim_start().to_owned();
+        while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
+            value.push_str(v);
+        }
+        value.truncate(value.trim_end().len());
+        headers.append(name, value.into_header_value());
+    }
+    Ok((headers, status, description))
+}
+
+/// jetask patch: the headers of a block the strict parser refused that can be read as they
+/// are (valid UTF-8 lines with a colon and a valid name), and [`NATS_UNREADABLE_HEADERS`]
+/// with the fault.
+fn lenient_header_block(header: &[u8], fault: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for line in header.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case(NATS_UNREADABLE_HEADERS) {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_str(name) {
+            headers.append(name, value.trim().into_header_value());
+        }
+    }
+    headers.insert(NATS_UNREADABLE_HEADERS, fault);
+    headers
+}
+
+/// jetask patch: the header a delivered message carries when its header block could not be
+/// read strictly; its value says why.
+pub const NATS_UNREADABLE_HEADERS: &str = "Nats-Unreadable-Headers";
 
 #[cfg(test)]
 mod read_op {
