@@ -28,7 +28,18 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 
 /// Records one submission, then acknowledges it.
 async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
-    let Ok(info) = msg.info() else { return };
+    let Ok(info) = msg.info() else {
+        // Not a JetStream delivery: nothing to record it under, and redelivery would not help.
+        crate::poison::report(
+            ctx,
+            crate::poison::Kind::NoMetadata,
+            0,
+            "",
+            "a delivery without JetStream metadata",
+        );
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
     let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));
     // What follows `jetask.submit.`: a function name, or something the task is Invalid for.
     let function = subjects::after_submit(msg.subject.as_str()).to_string();
@@ -38,15 +49,26 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         return;
     }
     let headers = msg.headers.as_ref();
-    let parsed = submission::from_message(
-        &function,
-        |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
-        &msg.payload,
-        seq,
-        accepted_at,
-        ctx.config.retention(),
-        ctx.config.limits.max_payload,
-    );
+    let flag = crate::poison::flagged(headers);
+    let parsed = match &flag {
+        None => submission::from_message(
+            &function,
+            |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+            &msg.payload,
+            seq,
+            accepted_at,
+            ctx.config.retention(),
+            ctx.config.limits.max_payload,
+        ),
+        Some(fault) => match crate::poison::parse(ctx, &function, &msg, seq, accepted_at, fault).await {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(stream_sequence = seq, error = %e, "cannot read a submission's headers; will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return;
+            }
+        },
+    };
     let invalid = if crate::task::valid_function_name(&function) {
         parsed
             .invalid
@@ -70,15 +92,34 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
             }
             records::publish(ctx, &t.record, &t.effects).await;
             ctx.fair.recorded(ctx, &t.record).await;
+            if flag.is_some() {
+                let why = t.record.error.as_ref().map_or("", |e| e.message.as_str());
+                crate::poison::report(ctx, crate::poison::Kind::UnreadableHeaders, seq, &t.record.id, why);
+            }
         }
         Err(StoreError::Exists) => {}
+        // A record that cannot be written now may be written later (NATS unavailable), but not
+        // one too large for the server: that one is terminated after a few tries.
+        Err(e @ StoreError::TooLarge(_)) if info.delivered >= crate::poison::MAX_FAILED_DELIVERIES => {
+            crate::poison::report(
+                ctx,
+                crate::poison::Kind::Unrecordable,
+                seq,
+                &t.record.id,
+                &e.to_string(),
+            );
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(task_id = %t.record.id, error = %e, "cannot record submission; will retry");
             let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             return;
         }
     }
-    let _ = msg.ack().await;
+    // A poison submission, recorded, is terminated: never delivered again, whatever comes.
+    let kind = if flag.is_some() { AckKind::Term } else { AckKind::Ack };
+    let _ = msg.ack_with(kind).await;
 }
 
 /// How long after its submission intake leaves a task's record to a ready dispatcher.
