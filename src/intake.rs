@@ -149,8 +149,13 @@ pub struct Accepted {
 pub enum SubmitError {
     #[error("task ID {0:?} is held by another user")]
     IdTaken(String),
+    /// Nothing was published: the submission was not accepted.
     #[error("JetStream unavailable: {0}")]
     Unavailable(String),
+    /// Published, but whether JetStream stored it is not known (its acknowledgement was lost,
+    /// e.g. with the connection): submitting again with the same ID is safe, another ID is not.
+    #[error("task {id:?} may or may not have been accepted: {reason}")]
+    Unknown { id: String, reason: String },
     #[error("input of {size} bytes is over limits.max_payload = {max}")]
     TooLarge { size: usize, max: usize },
 }
@@ -162,6 +167,43 @@ pub struct HttpSubmission {
     pub id: Option<String>,
     pub options: Options,
     pub input: bytes::Bytes,
+}
+
+/// How long a submission whose acknowledgement is lost is published again (deduplicated by its
+/// `Nats-Msg-Id`) to learn whether JetStream stored it.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Publishes a submission until JetStream acknowledges it. A lost acknowledgement (a timeout,
+/// a dropped connection) does not mean the message was not stored: the same message, with the
+/// same `Nats-Msg-Id`, is published again, and JetStream's duplicate window answers whether
+/// the first one was. The error is the last failure once that stops.
+async fn publish_until_known(
+    ctx: &Ctx,
+    function: &str,
+    headers: HeaderMap,
+    input: bytes::Bytes,
+) -> Result<async_nats::jetstream::publish::PublishAck, String> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let sent = ctx
+            .nats
+            .js
+            .publish_with_headers(subjects::submit(function), headers.clone(), input.clone())
+            .await;
+        let error = match sent {
+            Ok(ack) => match ack.await {
+                Ok(ack) => return Ok(ack),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 /// Publishes a submission and answers once JetStream has stored it. `record_now` also writes its
@@ -217,14 +259,9 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
         headers.insert(h::TRIGGERED_BY, t.as_str());
     }
     let now = Timestamp::now();
-    let ack = ctx
-        .nats
-        .js
-        .publish_with_headers(subjects::submit(&s.function), headers, s.input.clone())
+    let ack = publish_until_known(ctx, &s.function, headers, s.input.clone())
         .await
-        .map_err(|e| SubmitError::Unavailable(e.to_string()))?
-        .await
-        .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        .map_err(|reason| SubmitError::Unknown { id: id.clone(), reason })?;
     if ack.duplicate {
         let existing = ctx.tasks.get(&id).await.ok().flatten();
         if let Some(v) = &existing {

@@ -57,6 +57,15 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             format!("task ID {id:?} is already taken"),
         ),
         SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
+        // Never "nothing was accepted": it may have been. The same ID makes a retry safe.
+        SubmitError::Unknown { id, reason } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "task {id:?} may or may not have been accepted ({reason}); submit again with this ID to learn which"
+            ),
+        )
+        .with_task_id(&id),
         SubmitError::TooLarge { size, max } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
