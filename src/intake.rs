@@ -156,6 +156,9 @@ pub enum SubmitError {
     /// e.g. with the connection): submitting again with the same ID is safe, another ID is not.
     #[error("task {id:?} may or may not have been accepted: {reason}")]
     Unknown { id: String, reason: String },
+    /// JetStream refused the message for what it carries (e.g. headers over 64 KiB).
+    #[error("JetStream refused the submission: {0}")]
+    Refused(String),
     #[error("input of {size} bytes is over limits.max_payload = {max}")]
     TooLarge { size: usize, max: usize },
 }
@@ -176,15 +179,20 @@ const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(5);
 /// Publishes a submission until JetStream acknowledges it. A lost acknowledgement (a timeout,
 /// a dropped connection) does not mean the message was not stored: the same message, with the
 /// same `Nats-Msg-Id`, is published again, and JetStream's duplicate window answers whether
-/// the first one was. The error is the last failure once that stops.
+/// the first one was. Only an answer from the stream refusing it (or no stream answering at all)
+/// means it was not accepted.
 async fn publish_until_known(
     ctx: &Ctx,
     function: &str,
+    id: &str,
     headers: HeaderMap,
     input: bytes::Bytes,
-) -> Result<async_nats::jetstream::publish::PublishAck, String> {
+) -> Result<async_nats::jetstream::publish::PublishAck, SubmitError> {
+    use async_nats::jetstream::context::PublishErrorKind as Kind;
     let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
     let mut pause = Duration::from_millis(20);
+    // Whether an earlier try may have been stored, unbeknown to us.
+    let mut maybe_stored = false;
     loop {
         let sent = ctx
             .nats
@@ -194,12 +202,32 @@ async fn publish_until_known(
         let error = match sent {
             Ok(ack) => match ack.await {
                 Ok(ack) => return Ok(ack),
-                Err(e) => e.to_string(),
+                Err(e) => e,
             },
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
+        let refusal = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .map(|js| (js.code(), js.to_string()));
+        match (error.kind(), refusal) {
+            // The stream answered no: nothing was stored, and trying again changes nothing.
+            (_, Some((400, why))) => return Err(SubmitError::Refused(why)),
+            (_, Some((_, why))) if !maybe_stored => return Err(SubmitError::Unavailable(why)),
+            (Kind::MaxPayloadExceeded, _) => return Err(SubmitError::Refused(error.to_string())),
+            // No stream listening (a failover): not stored, but may be soon.
+            (Kind::StreamNotFound, _) => {}
+            _ => maybe_stored = true,
+        }
         if tokio::time::Instant::now() + pause > deadline {
-            return Err(error);
+            let reason = error.to_string();
+            return Err(if maybe_stored {
+                SubmitError::Unknown {
+                    id: id.to_string(),
+                    reason,
+                }
+            } else {
+                SubmitError::Unavailable(reason)
+            });
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
@@ -259,9 +287,7 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
         headers.insert(h::TRIGGERED_BY, t.as_str());
     }
     let now = Timestamp::now();
-    let ack = publish_until_known(ctx, &s.function, headers, s.input.clone())
-        .await
-        .map_err(|reason| SubmitError::Unknown { id: id.clone(), reason })?;
+    let ack = publish_until_known(ctx, &s.function, &id, headers, s.input.clone()).await?;
     if ack.duplicate {
         let existing = ctx.tasks.get(&id).await.ok().flatten();
         if let Some(v) = &existing {

@@ -57,6 +57,7 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             format!("task ID {id:?} is already taken"),
         ),
         SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
+        e @ SubmitError::Refused(_) => ApiError::bad_request("invalid_request", e.to_string()),
         // Never "nothing was accepted": it may have been. The same ID makes a retry safe.
         SubmitError::Unknown { id, reason } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
