@@ -299,7 +299,32 @@ pub async fn task_complete(
 }
 
 /// Runs a finished task again as a new task (CONTRACT §8.1).
-pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(StatusCode, Value)> {
+/// The ID of the replay of task `original` under idempotency key `key`: the same for every
+/// replay with that key, so that JetStream's deduplication and the record's create make them
+/// one task, however many arrive at once; distinct per original, so that one key may be reused
+/// across tasks.
+pub fn replay_id(original: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(original.as_bytes())
+        .chain_update([0u8])
+        .chain_update(key.as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("replay-{hex}")
+}
+
+/// Replays a finished task as a new one. With `idempotency_key`, every replay of `id` with
+/// that key is the same new task (`200` and `duplicate: true` after the first).
+pub async fn task_replay(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: &str,
+    idempotency_key: Option<&str>,
+) -> ApiResult<(StatusCode, Value)> {
+    if let Some(key) = idempotency_key {
+        submission::check_id("Idempotency-Key", key)?;
+    }
     let old = visible(ctx, caller, id).await?.record;
     if !matches!(old.status, Status::Failed | Status::Expired | Status::Stopped) {
         return Err(conflict(
@@ -315,7 +340,7 @@ pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(Sta
     let s = HttpSubmission {
         function: old.function.clone(),
         user: old.user.clone(),
-        id: None,
+        id: idempotency_key.map(|key| replay_id(&old.id, key)),
         options: Options {
             not_before: None,
             callback: old.callback.clone(),
@@ -331,7 +356,12 @@ pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(Sta
         .map_err(submit_error)?;
     let mut answer = accepted_json(&a);
     answer["replay_of"] = Value::String(old.id);
-    Ok((StatusCode::ACCEPTED, answer))
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, answer))
 }
 
 fn check_function_name(name: &str) -> ApiResult<()> {

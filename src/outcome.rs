@@ -91,13 +91,13 @@ pub fn decide(
 }
 
 /// How many of the task's latest calls in a row were throttled (429 or 503): the history's
-/// trailing `Retrying` entries with that detail, the starts between them aside.
+/// trailing `Retrying` entries with that detail, the dequeues and starts between them aside.
 pub fn consecutive_throttles(r: &TaskRecord) -> u32 {
     let mut n = 0u32;
     for e in r.events.iter().rev() {
         match (e.status, e.detail.as_deref()) {
             (Status::Retrying, Some("429" | "503")) => n = n.saturating_add(1),
-            (Status::Running, _) => {}
+            (Status::Running | Status::Dequeued, _) => {}
             _ => break,
         }
     }

@@ -314,6 +314,10 @@ pub async fn replay(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    ops::task_replay(&ctx, &caller, &id).await.map(|(s, v)| (s, Json(v)))
+    let key = header(&headers, "Idempotency-Key")?;
+    ops::task_replay(&ctx, &caller, &id, key)
+        .await
+        .map(|(s, v)| (s, Json(v)))
 }
