@@ -210,10 +210,20 @@ fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Policy
     v.as_object().ok_or_else(|| perr(path, "expected an object"))
 }
 
+/// An unknown key as an error names it: as it is when it looks like a key, quoted (and cut
+/// short) when it is empty or anything else, so that the refusal still names something.
+pub fn shown_key(k: &str) -> String {
+    if !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        k.to_string()
+    } else {
+        format!("{:?}", k.chars().take(64).collect::<String>())
+    }
+}
+
 fn check_keys(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), PolicyError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(perr(
-            &format!("{prefix}{k}"),
+            &format!("{prefix}{}", shown_key(k)),
             format!("unknown key; expected one of {}", known.join(", ")),
         )),
         None => Ok(()),
