@@ -186,3 +186,157 @@ async fn a_submission_with_unreadable_header_bytes_ends_invalid_at_once_and_wedg
     assert_eq!(poison, 6.0, "{metrics}");
     app.stop().await;
 }
+
+/// Random bytes (issue 15 §6): a few seconds of random headers, bodies and subjects over raw
+/// NATS and HTTP at a live jetask; then every accepted submission has a record, jetask kept its
+/// one connection, and an ordinary task still runs.
+#[tokio::test]
+async fn random_bytes_over_nats_and_http_leave_a_record_for_every_accepted_submission() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("FUZZ_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let nats = NatsServer::start();
+    let app = start_app(config(&nats)).await;
+    let rx = Receiver::start(|_, _| Reply::ok("ok")).await;
+    app.put_fn("work", json!({"endpoint": rx.url()})).await;
+    let connects = connects(&app);
+    let mut raw = Raw::connect(&nats).await;
+    const NAMES: [&str; 9] = [
+        "Jetask-User",
+        "Jetask-Delay",
+        "Jetask-Not-Before",
+        "Jetask-Callback",
+        "Content-Type",
+        "traceparent",
+        "Jetask-Replay-Of",
+        "X-Other",
+        "Nats-Expected-Stream",
+    ];
+    fn junk(rng: &mut impl rand::Rng, n: usize) -> Vec<u8> {
+        (0..rng.gen_range(0..n)).map(|_| rng.gen::<u8>()).collect()
+    }
+    // Expected IDs of what JetStream accepted.
+    let mut accepted: Vec<(String, String)> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut i = 0u32;
+    while Instant::now() < until {
+        i += 1;
+        // Over raw NATS: random header lines (bad bytes, no colon, folded), random subjects.
+        let mut headers = Vec::new();
+        let id = rng.gen_bool(0.7).then(|| format!("fz-{i}"));
+        if let Some(id) = &id {
+            headers.extend(format!("Nats-Msg-Id: {id}\r\n").as_bytes());
+        }
+        // A folded line right after `Nats-Msg-Id` is part of the ID, which is then no task ID.
+        let mut id_folded = false;
+        for n in 0..rng.gen_range(0..4) {
+            let name = NAMES[rng.gen_range(0..NAMES.len())];
+            let mut value = junk(&mut rng, 24);
+            value.retain(|b| *b != b'\r' && *b != b'\n');
+            match rng.gen_range(0..4) {
+                0 => headers.extend(format!("{name}: ").as_bytes()),
+                1 => headers.extend(name.as_bytes()),
+                2 => {
+                    id_folded |= n == 0;
+                    headers.extend(b" ");
+                }
+                _ => {
+                    headers.extend(name.as_bytes());
+                    headers.extend(b":");
+                }
+            }
+            headers.extend(value);
+            headers.extend(b"\r\n");
+        }
+        let mut subject = b"jetask.submit.".to_vec();
+        if rng.gen_bool(0.6) {
+            subject.extend(b"work");
+        } else {
+            let mut s = junk(&mut rng, 12);
+            s.retain(|b| !b" \t\r\n*>".contains(b) && *b != 0);
+            if s.is_empty() || s.starts_with(b".") || s.ends_with(b".") || s.windows(2).any(|w| w == b"..") {
+                s = b"nope".to_vec();
+            }
+            subject.extend(s);
+        }
+        let ack = raw.hpub(&subject, &headers, &junk(&mut rng, 64)).await;
+        // Refused publishes (a wrong `Nats-Expected-Stream`) answer an error, some with seq 0.
+        if let Some(seq) = ack["seq"].as_u64().filter(|s| *s > 0 && ack.get("error").is_none()) {
+            if ack["duplicate"] != true {
+                let what = format!(
+                    "HPUB {:?} {:?}",
+                    String::from_utf8_lossy(&subject),
+                    String::from_utf8_lossy(&headers)
+                );
+                // The ID the header block names, folded lines and all, as jetask reads it.
+                let mut block = b"NATS/1.0\r\n".to_vec();
+                block.extend(&headers);
+                let read = jetask::header_block::read(&block);
+                let parsed = jetask::poison::from_block("f", &read, "", b"", seq, jetask::time::Timestamp(0), T, 1);
+                assert!(id.is_none() || id_folded || parsed.task.id == *id.as_ref().unwrap());
+                let id = parsed.task.id;
+                accepted.push((id, what));
+            }
+        }
+        // Over HTTP: random header values (any byte HTTP allows), bodies and paths.
+        let function = if rng.gen_bool(0.8) {
+            "work".to_string()
+        } else {
+            String::from_utf8_lossy(&junk(&mut rng, 8)).replace(['/', '?', '#', '%'], "")
+        };
+        let batch = rng.gen_bool(0.2);
+        let url = format!(
+            "{}/v1/functions/{}/tasks{}",
+            app.base,
+            function,
+            if batch { ":batch" } else { "" }
+        );
+        let Ok(url) = reqwest::Url::parse(&url) else { continue };
+        let mut req = app.http.post(url).body(if batch {
+            format!(
+                "[{{\"input\": {}}}, {}]",
+                rng.gen::<u32>(),
+                String::from_utf8_lossy(&junk(&mut rng, 10))
+            )
+            .into_bytes()
+        } else {
+            junk(&mut rng, 64)
+        });
+        for _ in 0..rng.gen_range(0..3) {
+            let mut value = junk(&mut rng, 32);
+            value.retain(|b| *b >= 0x20 && *b != 0x7f);
+            if let Ok(v) = reqwest::header::HeaderValue::from_bytes(&value) {
+                req = req.header(NAMES[rng.gen_range(0..NAMES.len())], v);
+            }
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status < 500, "HTTP {status}: {body}");
+        let items = if batch {
+            body["results"].as_array().cloned().unwrap_or_default()
+        } else {
+            vec![body]
+        };
+        for item in items {
+            if let Some(id) = item["task_id"].as_str() {
+                accepted.push((id.to_string(), format!("HTTP {status}")));
+            }
+        }
+    }
+    println!("{} accepted submissions", accepted.len());
+    for (id, what) in &accepted {
+        wait_for(&format!("a record for {id} ({what})"), T, || async {
+            app.task(id).await.is_some()
+        })
+        .await;
+    }
+    let id = app.submit("work", "still works", &[]).await;
+    app.wait_status(&id, "Succeeded", T).await;
+    assert_eq!(self::connects(&app), connects, "jetask reconnected to NATS");
+    app.stop().await;
+}

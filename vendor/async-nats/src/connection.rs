@@ -181,7 +181,9 @@ impl Connection {
             // such a subject is delivered with its subject decoded lossily instead of
             // dropping the connection.
             let line = String::from_utf8_lossy(&self.read_buf[4..len]).into_owned();
-            let mut args = line.split(' ').filter(|s| !s.is_empty());
+            // jetask patch: arguments are separated as the server separates them, by spaces
+            // and tabs only (a subject may hold any other byte, U+00A0 and U+2028 included).
+            let mut args = line.split([' ', '\t']).filter(|s| !s.is_empty());
 
             // Parse the operation syntax: MSG <subject> <sid> [reply-to] <#bytes>
             let (subject, sid, reply_to, payload_len) = match (
@@ -255,7 +257,8 @@ impl Connection {
             // Extract whitespace-delimited arguments that come after "HMSG".
             // jetask patch: lossy, as for `MSG`.
             let line = String::from_utf8_lossy(&self.read_buf[5..len]).into_owned();
-            let mut args = line.split_whitespace().filter(|s| !s.is_empty());
+            // jetask patch: as for `MSG`, not `split_whitespace`.
+            let mut args = line.split([' ', '\t']).filter(|s| !s.is_empty());
 
             // <subject> <sid> [reply-to] <# header bytes><# total bytes>
             let (subject, sid, reply_to, header_len, total_len) = match (
