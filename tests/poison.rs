@@ -257,7 +257,11 @@ async fn random_bytes_over_nats_and_http_leave_a_record_for_every_accepted_submi
             subject.extend(b"work");
         } else {
             let mut s = junk(&mut rng, 12);
-            s.retain(|b| !b" \t\r\n*>".contains(b) && *b != 0);
+            // No control characters: nats-server 2.15.1 sometimes stores a message whose
+            // subject has one (e.g. `jetask.submit.\x7f/\xff;\x074\x1b`) and then never
+            // delivers it to a consumer filtered on `jetask.submit.>` (the consumer's sequence
+            // skips it), so no jetask could record it; see the report on issue 15.
+            s.retain(|b| !b" \t\r\n*>".contains(b) && *b >= 0x20 && *b != 0x7f);
             if s.is_empty() || s.starts_with(b".") || s.ends_with(b".") || s.windows(2).any(|w| w == b"..") {
                 s = b"nope".to_vec();
             }
