@@ -316,7 +316,13 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
                         park(msg, wait);
                         continue;
                     }
-                    if let Some(per_user) = spec.as_deref().and_then(|s| s.user_rate_limit.as_ref()) {
+                    // Unreadable headers name no user to charge: such a task is only recorded.
+                    let readable = crate::poison::flagged(msg.headers.as_ref()).is_none();
+                    if let Some(per_user) = spec
+                        .as_deref()
+                        .and_then(|s| s.user_rate_limit.as_ref())
+                        .filter(|_| readable)
+                    {
                         let (id, user) = id_and_user(&msg);
                         let first = !users.parked.contains_key(&id);
                         if let Some(wait) = users.wait(&id, &user, per_user, ctx.replicas.count()) {
@@ -353,6 +359,10 @@ async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, att
 /// headers alone; `None` when it is due (or its headers are for the record to judge).
 fn not_yet_due(ctx: &Ctx, msg: &jetstream::Message) -> Option<Duration> {
     let headers = msg.headers.as_ref()?;
+    // Unreadable headers are recorded at once, whatever delay the readable ones ask for.
+    if crate::poison::flagged(Some(headers)).is_some() {
+        return None;
+    }
     let delay = headers.get(crate::subjects::headers::DELAY).map(|v| v.as_str());
     let at = headers.get(crate::subjects::headers::NOT_BEFORE).map(|v| v.as_str());
     if delay.is_none() && at.is_none() {
@@ -376,18 +386,85 @@ enum Settle {
     Ack,
     /// Bring it back after this long.
     Later(Duration),
+    /// Never deliver it again: it cannot be processed (see [`crate::poison`]).
+    Terminate,
+}
+
+/// A delivery whose headers async-nats could not read: recorded `Invalid` (by this delivery or
+/// intake, whichever comes first) and terminated. Only a failed read of its stored headers or
+/// of the store brings it back.
+async fn settle_unreadable(
+    ctx: &Ctx,
+    function: &str,
+    msg: &jetstream::Message,
+    seq: u64,
+    delivered: i64,
+    accepted_at: Timestamp,
+    flag: &str,
+) -> AckKind {
+    let later = AckKind::Nak(Some(Duration::from_secs(1)));
+    let parsed = match crate::poison::parse(ctx, function, msg, seq, accepted_at, flag).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(stream_sequence = seq, error = %e, "cannot read a submission's headers; will retry");
+            return later;
+        }
+    };
+    let t = machine::create(parsed.task, parsed.invalid, accepted_at);
+    let why = t.record.error.as_ref().map_or(String::new(), |e| e.message.clone());
+    let id = t.record.id.clone();
+    let persist = ctx.function(function).await.is_none_or(|s| s.task_mode);
+    if !persist {
+        // Task mode off: no record, only its events, once.
+        if delivered == 1 {
+            records::publish(ctx, &t.record, &t.effects).await;
+            crate::poison::report(ctx, crate::poison::Kind::UnreadableHeaders, seq, &id, &why);
+        }
+        return AckKind::Term;
+    }
+    match ctx.tasks.create(&t.record).await {
+        Ok(_) => {
+            records::publish(ctx, &t.record, &t.effects).await;
+            crate::poison::report(ctx, crate::poison::Kind::UnreadableHeaders, seq, &id, &why);
+            AckKind::Term
+        }
+        Err(StoreError::Exists) => AckKind::Term,
+        Err(e) => {
+            tracing::warn!(stream_sequence = seq, error = %e, "cannot record a poison submission; will retry");
+            later
+        }
+    }
 }
 
 /// Handles one delivery of a submission.
 async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Option<Duration>) {
-    let Ok(info) = msg.info() else { return };
+    let Ok(info) = msg.info() else {
+        // Not a JetStream delivery: nothing to run or record, and redelivery would not help.
+        crate::poison::report(
+            ctx,
+            crate::poison::Kind::NoMetadata,
+            0,
+            "",
+            "a delivery without JetStream metadata",
+        );
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
     let (seq, delivered) = (info.stream_sequence, info.delivered);
     let accepted_at = Timestamp(info.published.timestamp_millis());
+    if let Some(flag) = crate::poison::flagged(msg.headers.as_ref()) {
+        let settle = settle_unreadable(ctx, function, &msg, seq, delivered, accepted_at, &flag).await;
+        if let Err(e) = msg.ack_with(settle).await {
+            tracing::warn!(error = %e, "cannot settle submission; it will be redelivered");
+        }
+        return;
+    }
     let parsed = parse(ctx, function, &msg, &info);
     let (_, acker) = msg.split();
     let spec = ctx.function(function).await;
     let span = tracing::info_span!("task", task_id = %parsed.task.id, function = %function);
     let persist = spec.as_ref().map(|s| s.task_mode).unwrap_or(true);
+    let id = parsed.task.id.clone();
     let settle = async {
         let mut task = if persist {
             match find(ctx, parsed, accepted_at, delivered).await {
@@ -403,6 +480,12 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
                 Ok(None) => {
                     tracing::info!(seq, "not run: the task's record was deleted");
                     return Settle::Ack;
+                }
+                // Its record cannot be decoded: no delivery will change that (a few more in
+                // case another replica is mid-upgrade), so it is not redelivered for ever.
+                Err(e @ StoreError::Corrupt(_)) if delivered >= crate::poison::MAX_FAILED_DELIVERIES => {
+                    crate::poison::report(ctx, crate::poison::Kind::Unrecordable, seq, &id, &e.to_string());
+                    return Settle::Terminate;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read task record; will retry");
@@ -439,6 +522,7 @@ async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Opti
     let kind = match settle {
         Settle::Ack => AckKind::Ack,
         Settle::Later(d) => AckKind::Nak(Some(d.max(Duration::from_millis(1)))),
+        Settle::Terminate => AckKind::Term,
     };
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(error = %e, "cannot settle submission; it will be redelivered");

@@ -57,15 +57,40 @@ pub struct Endpoint {
     url: reqwest::Url,
 }
 
+/// Longest endpoint URL: far beyond any real one, and short enough that no spec carries
+/// megabytes in it.
+pub const MAX_URL_LEN: usize = 8192;
+
 impl Endpoint {
-    /// An absolute `http://` or `https://` URL with a host; otherwise why not.
+    /// An absolute `http://` or `https://` URL with a host, exactly as given; otherwise why not.
+    /// The URL parser forgives what a caller most likely did not mean (`http:///x` becomes
+    /// `http://x/`, surrounding spaces are dropped), so the text is checked before it.
     pub fn parse(given: &str) -> Result<Endpoint, String> {
+        if given.len() > MAX_URL_LEN {
+            return Err(format!("a URL of {} bytes is over {MAX_URL_LEN}", given.len()));
+        }
+        let shown: String = given.chars().take(80).collect();
+        let not_url = || format!("{shown:?} is not an http:// or https:// URL");
+        if given.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{shown:?} has a space or control character (URL-encode it)"));
+        }
+        let lower = given.get(..8).unwrap_or(given).to_ascii_lowercase();
+        let authority = ["http://", "https://"]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+            .map(|p| &given[p.len()..])
+            .ok_or_else(not_url)?;
+        if authority.is_empty() || authority.starts_with(['/', '\\', '?', '#', '@']) {
+            return Err(format!("{shown:?} has no host"));
+        }
         match reqwest::Url::parse(given) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(Endpoint {
-                given: given.to_string(),
-                url,
-            }),
-            _ => Err(format!("{given:?} is not an http:// or https:// URL")),
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()) => {
+                Ok(Endpoint {
+                    given: given.to_string(),
+                    url,
+                })
+            }
+            _ => Err(not_url()),
         }
     }
 
@@ -185,10 +210,20 @@ fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Policy
     v.as_object().ok_or_else(|| perr(path, "expected an object"))
 }
 
+/// An unknown key as an error names it: as it is when it looks like a key, quoted (and cut
+/// short) when it is empty or anything else, so that the refusal still names something.
+pub fn shown_key(k: &str) -> String {
+    if !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        k.to_string()
+    } else {
+        format!("{:?}", k.chars().take(64).collect::<String>())
+    }
+}
+
 fn check_keys(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), PolicyError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(perr(
-            &format!("{prefix}{k}"),
+            &format!("{prefix}{}", shown_key(k)),
             format!("unknown key; expected one of {}", known.join(", ")),
         )),
         None => Ok(()),
@@ -403,6 +438,26 @@ mod tests {
         );
         assert_eq!(s.heartbeat_timeout, Dur::from_secs(300));
         assert!(s.task_mode && s.enabled && s.rate_limit.is_none() && s.on_success.is_none());
+    }
+
+    #[test]
+    fn endpoints_the_url_parser_would_forgive_are_refused() {
+        for bad in [
+            "http:///x".to_string(),
+            "http://".to_string(),
+            " http://x.test/f".to_string(),
+            "http://x.test/f ".to_string(),
+            "http://x.test/a b".to_string(),
+            "http:\\\\x.test/".to_string(),
+            "http://?x".to_string(),
+            "http://x.test/\n".to_string(),
+            format!("http://x.test/{}", "a".repeat(3 << 20)),
+        ] {
+            let e = Endpoint::parse(&bad).map(|_| ()).unwrap_err();
+            assert!(e.len() < 200, "{e}");
+            assert_eq!(err_key(json!({ "endpoint": bad })), "endpoint");
+        }
+        assert!(Endpoint::parse("HTTPS://x.test:8080/f?q=1#h").is_ok());
     }
 
     #[test]

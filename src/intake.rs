@@ -28,7 +28,18 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 
 /// Records one submission, then acknowledges it.
 async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
-    let Ok(info) = msg.info() else { return };
+    let Ok(info) = msg.info() else {
+        // Not a JetStream delivery: nothing to record it under, and redelivery would not help.
+        crate::poison::report(
+            ctx,
+            crate::poison::Kind::NoMetadata,
+            0,
+            "",
+            "a delivery without JetStream metadata",
+        );
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
     let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));
     // What follows `jetask.submit.`: a function name (and the user NATS vouches for), or
     // something the task is Invalid for.
@@ -39,17 +50,28 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         return;
     }
     let headers = msg.headers.as_ref();
-    let parsed = submission::from_message_on(
-        msg.subject.as_str(),
-        &function,
-        |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
-        &msg.payload,
-        seq,
-        accepted_at,
-        ctx.config.retention(),
-        ctx.config.limits.max_payload,
-        &ctx.config.rules(),
-    );
+    let flag = crate::poison::flagged(headers);
+    let parsed = match &flag {
+        None => submission::from_message_on(
+            msg.subject.as_str(),
+            &function,
+            |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+            &msg.payload,
+            seq,
+            accepted_at,
+            ctx.config.retention(),
+            ctx.config.limits.max_payload,
+            &ctx.config.rules(),
+        ),
+        Some(fault) => match crate::poison::parse(ctx, &function, &msg, seq, accepted_at, fault).await {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(stream_sequence = seq, error = %e, "cannot read a submission's headers; will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return;
+            }
+        },
+    };
     let invalid = if crate::task::valid_function_name(&function) {
         parsed
             .invalid
@@ -73,15 +95,34 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
             }
             records::publish(ctx, &t.record, &t.effects).await;
             ctx.fair.recorded(ctx, &t.record).await;
+            if flag.is_some() {
+                let why = t.record.error.as_ref().map_or("", |e| e.message.as_str());
+                crate::poison::report(ctx, crate::poison::Kind::UnreadableHeaders, seq, &t.record.id, why);
+            }
         }
         Err(StoreError::Exists) => {}
+        // A record that cannot be written now may be written later (NATS unavailable), but not
+        // one too large for the server: that one is terminated after a few tries.
+        Err(e @ StoreError::TooLarge(_)) if info.delivered >= crate::poison::MAX_FAILED_DELIVERIES => {
+            crate::poison::report(
+                ctx,
+                crate::poison::Kind::Unrecordable,
+                seq,
+                &t.record.id,
+                &e.to_string(),
+            );
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(task_id = %t.record.id, error = %e, "cannot record submission; will retry");
             let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             return;
         }
     }
-    let _ = msg.ack().await;
+    // A poison submission, recorded, is terminated: never delivered again, whatever comes.
+    let kind = if flag.is_some() { AckKind::Term } else { AckKind::Ack };
+    let _ = msg.ack_with(kind).await;
 }
 
 /// How long after its submission intake leaves a task's record to a ready dispatcher.
@@ -111,8 +152,16 @@ pub struct Accepted {
 pub enum SubmitError {
     #[error("task ID {0:?} is held by another user")]
     IdTaken(String),
+    /// Nothing was published: the submission was not accepted.
     #[error("JetStream unavailable: {0}")]
     Unavailable(String),
+    /// Published, but whether JetStream stored it is not known (its acknowledgement was lost,
+    /// e.g. with the connection): submitting again with the same ID is safe, another ID is not.
+    #[error("task {id:?} may or may not have been accepted: {reason}")]
+    Unknown { id: String, reason: String },
+    /// JetStream refused the message for what it carries (e.g. headers over 64 KiB).
+    #[error("JetStream refused the submission: {0}")]
+    Refused(String),
     #[error("input of {size} bytes is over limits.max_payload = {max}")]
     TooLarge { size: usize, max: usize },
 }
@@ -124,6 +173,68 @@ pub struct HttpSubmission {
     pub id: Option<String>,
     pub options: Options,
     pub input: bytes::Bytes,
+}
+
+/// How long a submission whose acknowledgement is lost is published again (deduplicated by its
+/// `Nats-Msg-Id`) to learn whether JetStream stored it.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// Publishes a submission until JetStream acknowledges it. A lost acknowledgement (a timeout,
+/// a dropped connection) does not mean the message was not stored: the same message, with the
+/// same `Nats-Msg-Id`, is published again, and JetStream's duplicate window answers whether
+/// the first one was. Only an answer from the stream refusing it (or no stream answering at all)
+/// means it was not accepted.
+async fn publish_until_known(
+    ctx: &Ctx,
+    function: &str,
+    id: &str,
+    headers: HeaderMap,
+    input: bytes::Bytes,
+) -> Result<async_nats::jetstream::publish::PublishAck, SubmitError> {
+    use async_nats::jetstream::context::PublishErrorKind as Kind;
+    let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
+    let mut pause = Duration::from_millis(20);
+    // Whether an earlier try may have been stored, unbeknown to us.
+    let mut maybe_stored = false;
+    loop {
+        let sent = ctx
+            .nats
+            .js
+            .publish_with_headers(subjects::submit(function), headers.clone(), input.clone())
+            .await;
+        let error = match sent {
+            Ok(ack) => match ack.await {
+                Ok(ack) => return Ok(ack),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        let refusal = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .map(|js| (js.code(), js.to_string()));
+        match (error.kind(), refusal) {
+            // The stream answered no: nothing was stored, and trying again changes nothing.
+            (_, Some((400, why))) => return Err(SubmitError::Refused(why)),
+            (_, Some((_, why))) if !maybe_stored => return Err(SubmitError::Unavailable(why)),
+            (Kind::MaxPayloadExceeded, _) => return Err(SubmitError::Refused(error.to_string())),
+            // No stream listening (a failover): not stored, but may be soon.
+            (Kind::StreamNotFound, _) => {}
+            _ => maybe_stored = true,
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            let reason = error.to_string();
+            return Err(if maybe_stored {
+                SubmitError::Unknown {
+                    id: id.to_string(),
+                    reason,
+                }
+            } else {
+                SubmitError::Unavailable(reason)
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 /// Publishes a submission and answers once JetStream has stored it. `record_now` also writes its
@@ -179,14 +290,7 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
         headers.insert(h::TRIGGERED_BY, t.as_str());
     }
     let now = Timestamp::now();
-    let ack = ctx
-        .nats
-        .js
-        .publish_with_headers(subjects::submit(&s.function), headers, s.input.clone())
-        .await
-        .map_err(|e| SubmitError::Unavailable(e.to_string()))?
-        .await
-        .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+    let ack = publish_until_known(ctx, &s.function, &id, headers, s.input.clone()).await?;
     if ack.duplicate {
         let existing = ctx.tasks.get(&id).await.ok().flatten();
         if let Some(v) = &existing {

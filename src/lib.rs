@@ -9,7 +9,7 @@
 //! The pure core (no I/O, tested without a server):
 //! - [`task`]: the task record, states, IDs; [`machine`]: the lifecycle state machine;
 //! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
-//! - [`submission`]: reading a submission's headers; [`function`]: function policies;
+//! - [`submission`]: reading a submission's headers; [`header_block`]: a header block read from raw bytes; [`function`]: function policies;
 //! - [`schedule`]: recurring schedules, which moment is due; [`limits`]: shares of limits, rate reservations;
 //! - [`signing`]: Standard Webhooks signatures; [`trace`]: W3C trace context;
 //! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
@@ -19,7 +19,7 @@
 //! - [`store`]: records and functions in KV; [`follow`]: bucket followers and consumer loops; [`records`]: apply + write + publish events;
 //! - [`registry`]: every replica's view of functions; [`replicas`]: who is alive, what each holds; [`index`]: the list index;
 //! - [`scheduler`]: fires schedules on every replica, once per moment;
-//! - [`intake`]: submissions → records; [`fair`]: head starts for small users; [`dispatch`]: per-function consumption and attempts;
+//! - [`intake`]: submissions → records; [`poison`]: submissions that cannot be processed as they are; [`fair`]: head starts for small users; [`dispatch`]: per-function consumption and attempts;
 //! - [`callback`]: results out to webhooks, NATS subjects and other functions;
 //! - [`invoke`]: one HTTP call; [`egress`]: where HTTP calls may go (policy, resolver, redirects); [`control`]: stop requests across replicas; [`events`];
 //! - [`metrics`]: Prometheus metrics;
@@ -41,6 +41,7 @@ pub mod events;
 pub mod fair;
 pub mod follow;
 pub mod function;
+pub mod header_block;
 pub mod index;
 pub mod intake;
 pub mod invoke;
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod nats_api;
 pub mod ops;
 pub mod outcome;
+pub mod poison;
 pub mod records;
 pub mod registry;
 pub mod replicas;

@@ -67,6 +67,7 @@ pub struct Metrics {
     throttled: Family<ScopeLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     expedited: Family<FunctionLabel, Counter>,
+    poison: Counter,
     queue_time: Hist,
     run_time: Hist,
     end_to_end: Hist,
@@ -113,6 +114,7 @@ impl Metrics {
             throttled: Family::default(),
             deliveries: Family::default(),
             expedited: Family::default(),
+            poison: Counter::default(),
             queue_time: Family::new_with_constructor(histogram),
             run_time: Family::new_with_constructor(histogram),
             end_to_end: Family::new_with_constructor(histogram),
@@ -165,6 +167,11 @@ impl Metrics {
             "jetask_tasks_expedited",
             "Tasks of users with few queued tasks named for a head start on a long queue",
             m.expedited.clone(),
+        );
+        registry.register(
+            "jetask_poison",
+            "Submissions jetask could not process as they were (unreadable headers, records that cannot be read or written), terminated after a bounded number of deliveries",
+            m.poison.clone(),
         );
         registry.register(
             "jetask_queue_time_seconds",
@@ -275,6 +282,11 @@ impl Metrics {
                 scope: scope.to_string(),
             })
             .inc();
+    }
+
+    /// A message terminated as poison (see [`crate::poison`]).
+    pub fn poison(&self) {
+        self.poison.inc();
     }
 
     pub fn expedited(&self, function: &str) {

@@ -199,7 +199,12 @@ async fn handle(ctx: &Ctx, endpoint: &str, caller: &Caller, payload: &[u8]) -> A
             let attempt = ops::reported_attempt(&body, None)?;
             ops::task_complete(ctx, caller, field(obj, "id")?, &body, attempt).await
         }
-        "task.replay" => ops::task_replay(ctx, caller, field(obj, "id")?).await.map(|(_, v)| v),
+        "task.replay" => {
+            let key = obj.get("idempotency_key").and_then(Value::as_str);
+            ops::task_replay(ctx, caller, field(obj, "id")?, key)
+                .await
+                .map(|(_, v)| v)
+        }
         "fn.put" => {
             let name = field(obj, "name")?.to_string();
             let mut spec = obj.clone();

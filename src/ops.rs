@@ -57,6 +57,16 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             format!("task ID {id:?} is already taken"),
         ),
         SubmitError::Unavailable(m) => ApiError::unavailable(format!("nothing was accepted: {m}")),
+        e @ SubmitError::Refused(_) => ApiError::bad_request("invalid_request", e.to_string()),
+        // Never "nothing was accepted": it may have been. The same ID makes a retry safe.
+        SubmitError::Unknown { id, reason } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "task {id:?} may or may not have been accepted ({reason}); submit again with this ID to learn which"
+            ),
+        )
+        .with_task_id(&id),
         SubmitError::TooLarge { size, max } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -290,7 +300,32 @@ pub async fn task_complete(
 }
 
 /// Runs a finished task again as a new task (CONTRACT §8.1).
-pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(StatusCode, Value)> {
+/// The ID of the replay of task `original` under idempotency key `key`: the same for every
+/// replay with that key, so that JetStream's deduplication and the record's create make them
+/// one task, however many arrive at once; distinct per original, so that one key may be reused
+/// across tasks.
+pub fn replay_id(original: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(original.as_bytes())
+        .chain_update([0u8])
+        .chain_update(key.as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("replay-{hex}")
+}
+
+/// Replays a finished task as a new one. With `idempotency_key`, every replay of `id` with
+/// that key is the same new task (`200` and `duplicate: true` after the first).
+pub async fn task_replay(
+    ctx: &Ctx,
+    caller: &Caller,
+    id: &str,
+    idempotency_key: Option<&str>,
+) -> ApiResult<(StatusCode, Value)> {
+    if let Some(key) = idempotency_key {
+        submission::check_id("Idempotency-Key", key)?;
+    }
     let old = visible(ctx, caller, id).await?.record;
     if !matches!(old.status, Status::Failed | Status::Expired | Status::Stopped) {
         return Err(conflict(
@@ -306,7 +341,7 @@ pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(Sta
     let s = HttpSubmission {
         function: old.function.clone(),
         user: old.user.clone(),
-        id: None,
+        id: idempotency_key.map(|key| replay_id(&old.id, key)),
         options: Options {
             not_before: None,
             callback: old.callback.clone(),
@@ -322,7 +357,12 @@ pub async fn task_replay(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<(Sta
         .map_err(submit_error)?;
     let mut answer = accepted_json(&a);
     answer["replay_of"] = Value::String(old.id);
-    Ok((StatusCode::ACCEPTED, answer))
+    let status = if a.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, answer))
 }
 
 fn check_function_name(name: &str) -> ApiResult<()> {

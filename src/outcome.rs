@@ -4,7 +4,7 @@
 use crate::function::FunctionSpec;
 use crate::machine::Event;
 use crate::retry::backoff_delay;
-use crate::task::{Encoded, ErrorType, TaskError, TaskRecord};
+use crate::task::{Encoded, ErrorType, Status, TaskError, TaskRecord};
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -60,7 +60,10 @@ pub fn decide(
             detail: code.to_string(),
         },
         Outcome::Throttled { code, retry_after } => {
-            let wait = retry_after.unwrap_or_else(|| backoff_delay(&spec.backoff, record.attempts.max(1), jitter));
+            // A throttle is not an attempt, so the attempt count cannot make the backoff grow:
+            // the throttles in a row since the last other outcome do.
+            let n = consecutive_throttles(record).saturating_add(1);
+            let wait = retry_after.unwrap_or_else(|| backoff_delay(&spec.backoff, n, jitter));
             Event::Throttle {
                 retry_at: now.plus(wait),
                 detail: code.to_string(),
@@ -85,6 +88,20 @@ pub fn decide(
             }
         }
     })
+}
+
+/// How many of the task's latest calls in a row were throttled (429 or 503): the history's
+/// trailing `Retrying` entries with that detail, the dequeues and starts between them aside.
+pub fn consecutive_throttles(r: &TaskRecord) -> u32 {
+    let mut n = 0u32;
+    for e in r.events.iter().rev() {
+        match (e.status, e.detail.as_deref()) {
+            (Status::Retrying, Some("429" | "503")) => n = n.saturating_add(1),
+            (Status::Running | Status::Dequeued, _) => {}
+            _ => break,
+        }
+    }
+    n
 }
 
 fn detail_of(e: &TaskError) -> String {
@@ -190,6 +207,33 @@ mod tests {
             0.0,
         );
         assert!(matches!(ev, Some(Event::Fail { retry_at: None, .. })));
+    }
+
+    #[test]
+    fn throttles_without_a_usable_retry_after_back_off_more_each_time() {
+        let mut r = running(1);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            match decide(&r, classify(503, false, None, vec![]), &spec(), 100, Timestamp(0), 0.0) {
+                Some(Event::Throttle { retry_at, .. }) => waits.push(retry_at.0 / 1000),
+                other => panic!("{other:?}"),
+            }
+            for (status, detail) in [(Status::Retrying, "503"), (Status::Running, "attempt 1")] {
+                r.events.push(crate::task::EventEntry {
+                    status,
+                    at: Timestamp(0),
+                    detail: Some(detail.into()),
+                });
+            }
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 16]);
+        // Another outcome ends the run of throttles.
+        r.events.push(crate::task::EventEntry {
+            status: Status::Retrying,
+            at: Timestamp(0),
+            detail: Some("500".into()),
+        });
+        assert_eq!(consecutive_throttles(&r), 0);
     }
 
     #[test]

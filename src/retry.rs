@@ -23,11 +23,14 @@ pub fn backoff_delay(b: &Backoff, attempts: u32, jitter: f64) -> Duration {
 /// The longest `Retry-After` jetask honours; a function cannot park a task longer than this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Reads a `Retry-After` value: delta-seconds or an HTTP date, clamped to [`MAX_RETRY_AFTER`].
+/// Reads a `Retry-After` value: delta-seconds (digits only, RFC 9110) or an HTTP date,
+/// clamped to [`MAX_RETRY_AFTER`]. `None` for anything else (`-5`, `+5`, `1.5`, `soon`): the
+/// caller falls back to its backoff.
 pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let v = value.trim();
-    let d = if let Ok(secs) = v.parse::<u64>() {
-        Duration::from_secs(secs)
+    let d = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a long time".
+        v.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs)
     } else {
         let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
         now.until(Timestamp(at.timestamp_millis()))
@@ -72,5 +75,18 @@ mod tests {
         );
         assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
+        for nonsense in [
+            "-5",
+            "+5",
+            "1.5",
+            "",
+            " ",
+            "5s",
+            "0x10",
+            "Sat, 99 Nov 2026 10:00:30 GMT",
+        ] {
+            assert_eq!(parse_retry_after(nonsense, now), None, "{nonsense:?}");
+        }
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER));
     }
 }

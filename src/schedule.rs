@@ -75,7 +75,7 @@ impl Schedule {
         ];
         if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(perr(
-                k,
+                &crate::function::shown_key(k),
                 format!("unknown key; expected one of {}", KEYS[..7].join(", ")),
             ));
         }

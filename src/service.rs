@@ -43,6 +43,11 @@ impl Ctx {
         if let Some(f) = self.registry.get(name) {
             return Some(f);
         }
+        // A name from a subject can hold any byte: one that is no function name is never
+        // looked up (a KV read of such a key could wait for an answer that never comes).
+        if !crate::task::valid_function_name(name) {
+            return None;
+        }
         match self.functions.get(name).await {
             Ok(Some(f)) => {
                 let spec = Arc::new(f.spec.clone());

@@ -99,6 +99,24 @@ pub fn check_callback(field: &str, raw: &str, rules: &Rules<'_>) -> Result<Strin
         .map_err(|e| field_error(field, e.to_string()))
 }
 
+/// Longest media type a task may carry: RFC 6838 names are at most 127 + 1 + 127 characters;
+/// parameters make room for more, not for a 100 KB header.
+pub const MAX_CONTENT_TYPE: usize = 1024;
+
+/// A task's `Content-Type`: short, printable ASCII (it is passed on to the function as a header).
+pub fn check_content_type(field: &str, raw: &str) -> Result<String, FieldError> {
+    if raw.len() > MAX_CONTENT_TYPE {
+        return Err(field_error(
+            field,
+            format!("{} bytes is over {MAX_CONTENT_TYPE}", raw.len()),
+        ));
+    }
+    if !raw.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) {
+        return Err(field_error(field, "not printable ASCII"));
+    }
+    Ok(raw.trim().to_string())
+}
+
 pub fn check_traceparent(raw: &str) -> Result<String, FieldError> {
     let parts: Vec<&str> = raw.trim().split('-').collect();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -175,6 +193,8 @@ pub fn from_message<'a>(
     });
     let callback = header(h::CALLBACK).and_then(|c| check_callback(h::CALLBACK, c, rules).map_err(&mut note).ok());
     let traceparent = header(h::TRACEPARENT).and_then(|t| check_traceparent(t).map_err(&mut note).ok());
+    let content_type =
+        header(h::CONTENT_TYPE).and_then(|c| check_content_type(h::CONTENT_TYPE, c).map_err(&mut note).ok());
     if input.len() > max_payload {
         note(field_error(
             "input",
@@ -189,7 +209,7 @@ pub fn from_message<'a>(
             seq,
             not_before: nb,
             input: input.to_vec(),
-            content_type: header(h::CONTENT_TYPE).map(str::to_string),
+            content_type,
             traceparent,
             callback,
             replay_of: header(h::REPLAY_OF).filter(|v| valid_task_id(v)).map(str::to_string),
@@ -348,6 +368,8 @@ mod tests {
             ("Jetask-Callback", "nats:elsewhere"),
             ("Jetask-Callback", "http://169.254.169.254/"),
             ("traceparent", "xyz"),
+            ("Content-Type", &"a".repeat(2000)),
+            ("Content-Type", "text/\u{7f}"),
         ] {
             let p = parse(&[(k, v)]);
             let reason = p.invalid.unwrap_or_else(|| panic!("{k}: {v} accepted"));

@@ -10,6 +10,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The task an error is about when the caller may not know its ID (a submission whose
+    /// outcome is unknown, with an ID jetask generated): answered beside `code`.
+    pub task_id: Option<String>,
 }
 
 impl ApiError {
@@ -18,7 +21,12 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            task_id: None,
         }
+    }
+    pub fn with_task_id(mut self, id: &str) -> Self {
+        self.task_id = Some(id.to_string());
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -36,7 +44,11 @@ impl ApiError {
         Self::not_found("function_not_found", format!("no function {name:?}"))
     }
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if let Some(id) = &self.task_id {
+            error["task_id"] = id.as_str().into();
+        }
+        serde_json::json!({ "error": error })
     }
 }
 

@@ -67,7 +67,9 @@ fn shared_options(headers: &HeaderMap, rules: &Rules<'_>) -> Result<Options, Fie
         callback: header(headers, h::CALLBACK)?
             .map(|c| submission::check_callback(h::CALLBACK, c, rules))
             .transpose()?,
-        content_type: header(headers, h::CONTENT_TYPE)?.map(str::to_string),
+        content_type: header(headers, h::CONTENT_TYPE)?
+            .map(|c| submission::check_content_type(h::CONTENT_TYPE, c))
+            .transpose()?,
         traceparent: header(headers, h::TRACEPARENT)?
             .map(submission::check_traceparent)
             .transpose()?,
@@ -171,7 +173,10 @@ fn batch_item(
         (None, None) => (Bytes::new(), "application/octet-stream"),
     };
     let mut options = shared.clone();
-    options.content_type = Some(item.content_type.unwrap_or_else(|| content_type.to_string()));
+    options.content_type = match item.content_type {
+        Some(c) => Some(submission::check_content_type("content_type", &c)?),
+        None => Some(content_type.to_string()),
+    };
     options.not_before = submission::not_before(
         item.delay.as_deref().map(|d| ("delay", d)),
         item.not_before.as_deref().map(|t| ("not_before", t)),
@@ -310,6 +315,10 @@ pub async fn replay(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    ops::task_replay(&ctx, &caller, &id).await.map(|(s, v)| (s, Json(v)))
+    let key = header(&headers, "Idempotency-Key")?;
+    ops::task_replay(&ctx, &caller, &id, key)
+        .await
+        .map(|(s, v)| (s, Json(v)))
 }
