@@ -41,23 +41,33 @@ fn the_compose_file_runs_three_nodes_as_nats_config_cluster_describes_them() {
     for n in ["n1", "n2", "n3"] {
         let svc = &c["services"][n];
         assert!(!svc.is_null(), "service {n}");
-        let mount = format!("./nats-config/cluster/{n}.conf:/etc/nats/{n}.conf:ro");
+        // The whole of nats-config/ is mounted, so that a node's `include ../auth.conf` resolves.
         let volumes: Vec<&str> = svc["volumes"]
             .as_sequence()
             .unwrap()
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert!(volumes.contains(&mount.as_str()), "{n} mounts its config: {volumes:?}");
+        assert!(
+            volumes.contains(&"./nats-config:/etc/nats:ro"),
+            "{n} mounts nats-config/: {volumes:?}"
+        );
         let command: Vec<&str> = svc["command"]
             .as_sequence()
             .unwrap()
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(command, ["--config", &format!("/etc/nats/{n}.conf")]);
+        assert_eq!(command, ["--config", &format!("/etc/nats/cluster/{n}.conf")]);
 
         let conf = std::fs::read_to_string(format!("{ROOT}/nats-config/cluster/{n}.conf")).unwrap();
+        for include in conf.lines().filter_map(|l| l.trim().strip_prefix("include ")) {
+            let path = format!("{ROOT}/nats-config/cluster/{}", include.trim().trim_matches('"'));
+            assert!(
+                std::path::Path::new(&path).exists(),
+                "{n}.conf includes {include}, which is missing"
+            );
+        }
         assert_eq!(conf_values(&conf, "server_name"), [n], "{n}.conf server_name");
         let listens = conf_values(&conf, "listen");
         assert_eq!(
@@ -106,6 +116,15 @@ fn the_compose_file_runs_three_nodes_as_nats_config_cluster_describes_them() {
             env["JETASK_NATS_REPLICAS"].as_str(),
             Some("3"),
             "{r} uses R3 streams and buckets"
+        );
+        assert_eq!(
+            env["JETASK_NATS_USER"].as_str(),
+            Some("jetask"),
+            "{r} connects as the jetask service user"
+        );
+        assert!(
+            env["JETASK_NATS_PASSWORD"].as_str().is_some(),
+            "{r} has the service user's password"
         );
     }
 }
