@@ -567,10 +567,15 @@ async fn load_or_create(
     parsed: submission::Parsed,
     accepted_at: Timestamp,
 ) -> Result<Option<Versioned>, StoreError> {
-    if let Some(v) = ctx.tasks.get(&parsed.task.id).await? {
-        return Ok(Some(v));
+    // A direct get is enough to go on with when it finds the task still to run: whatever is
+    // decided from it is written with its revision, which a stale read fails. What would ack
+    // the submission (finished, or another submission's ID) is read again from the leader, and
+    // "no record" goes through a create, which cannot be stale either.
+    match ctx.tasks.peek(&parsed.task.id).await? {
+        Some(v) if !v.record.status.is_terminal() && v.record.seq == parsed.task.seq => Ok(Some(v)),
+        Some(_) => ctx.tasks.get(&parsed.task.id).await,
+        None => create_or_read(ctx, machine::create(parsed.task, parsed.invalid, accepted_at)).await,
     }
-    create_or_read(ctx, machine::create(parsed.task, parsed.invalid, accepted_at)).await
 }
 
 /// Writes a new record, or reads the one already there.
@@ -731,7 +736,9 @@ fn attempt_alive(ctx: &Ctx, r: &crate::task::TaskRecord) -> bool {
 /// Runs a task named for a head start (see [`crate::fair`]) from its record, in a slot of this
 /// replica: only while it is still waiting its turn and due.
 async fn expedite(ctx: &Ctx, function: &str, id: &str) {
-    let Ok(Some(v)) = ctx.tasks.get(id).await else { return };
+    // A direct get: a head start only runs a task it finds waiting, and its start is written
+    // with the read's revision, which a stale read fails.
+    let Ok(Some(v)) = ctx.tasks.peek(id).await else { return };
     if v.record.status != Status::Enqueued || v.record.waiting_until().is_some_and(|t| t > Timestamp::now()) {
         return;
     }
