@@ -4,7 +4,7 @@
 
 use super::delivery::{expedite, handle, load_or_create};
 use super::MAX_BATCH;
-use crate::core::function::RateLimit;
+use crate::core::function::{FunctionSpec, RateLimit};
 use crate::core::limits::{self, Reservations};
 use crate::core::machine;
 use crate::core::subjects;
@@ -12,6 +12,7 @@ use crate::core::submission;
 use crate::core::time::Timestamp;
 use crate::engine::ctx::Ctx;
 use crate::store::kv::StoreError;
+use crate::store::replicas::Slots;
 use crate::store::setup;
 use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
@@ -171,6 +172,12 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
         .queue_subscribe(subjects::expedite(&name), "jetask-dispatch".into())
         .await
         .ok();
+    let slot = Slot {
+        ctx: &ctx,
+        name: &name,
+        slots: &slots,
+        attempts: &attempts,
+    };
     let mut consumer = None;
     while !stop.is_cancelled() {
         let c = match &consumer {
@@ -186,34 +193,14 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
                 }
             },
         };
-        // This replica's part of the function's concurrency, given what the others hold.
         let spec = ctx.registry.get(&name);
-        let total = spec.as_deref().map_or(16, |s| s.concurrency.max).max(1);
-        let range = spec
-            .as_deref()
-            .filter(|s| s.concurrency.adaptive)
-            .map(|s| (s.concurrency.min.clamp(1, total), total));
-        let cap = slots.adaptive_limit(range).unwrap_or(total);
-        let limit = ctx.replicas.concurrency(&name, total, cap);
+        let limit = replica_limit(&ctx, &name, &slots, spec.as_deref());
         if shown_limit != Some(limit) {
             ctx.metrics.set_concurrency_limit(&name, limit as usize);
             shown_limit = Some(limit);
         }
-        let mut free = limit.saturating_sub(slots.in_flight.load(Ordering::Acquire)) as usize;
-        // Tasks named for a head start take free slots before the queue does.
-        while free > 0 {
-            let Some(Some(m)) = lane.as_mut().map(|l| l.next().now_or_never().flatten()) else {
-                break;
-            };
-            let id = String::from_utf8_lossy(&m.payload).to_string();
-            free -= 1;
-            ctx.replicas.attempt(&slots, true);
-            let (ctx, name, slots) = (ctx.clone(), name.clone(), slots.clone());
-            attempts.spawn(async move {
-                expedite(&ctx, &name, &id).await;
-                ctx.replicas.attempt(&slots, false);
-            });
-        }
+        let free = limit.saturating_sub(slots.in_flight.load(Ordering::Acquire)) as usize;
+        let free = slot.start_head_starts(&mut lane, free);
         if free == 0 {
             slots.tick();
             tokio::select! {
@@ -229,21 +216,10 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
         let mut waited = None;
         let rate_limit = spec.as_deref().and_then(|s| s.rate_limit.clone());
         if let Some(rl) = &rate_limit {
-            let limiter = rate.limiter(rl, ctx.replicas.count());
-            if limiter.check().is_err() {
-                ctx.metrics.throttled(&name, "function");
-                let since = Instant::now();
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = limiter.until_ready() => {}
-                }
-                waited = Some(since.elapsed());
+            match take_rate_tokens(&ctx, &name, &mut rate, rl, want, &stop).await {
+                Some((n, w)) => (want, waited) = (n, w),
+                None => return,
             }
-            let mut n = 1;
-            while n < want && limiter.check().is_ok() {
-                n += 1;
-            }
-            want = n;
         }
         let expires = if rate_limit.is_some() {
             Duration::from_secs(1)
@@ -268,41 +244,7 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
                 m = batch.next() => m,
             };
             match next {
-                Some(Ok(msg)) => {
-                    // A task not yet due waits in JetStream, holding no slot and costing no read.
-                    if let Some(wait) = not_yet_due(&ctx, &msg) {
-                        park(msg, wait);
-                        continue;
-                    }
-                    // Unreadable headers name no user to charge: such a task is only recorded.
-                    let readable = crate::engine::poison::flagged(msg.headers.as_ref()).is_none();
-                    if let Some(per_user) = spec
-                        .as_deref()
-                        .and_then(|s| s.user_rate_limit.as_ref())
-                        .filter(|_| readable)
-                    {
-                        let (id, user) = id_and_user(&msg);
-                        let first = !users.parked.contains_key(&id);
-                        if let Some(wait) = users.wait(&id, &user, per_user, ctx.replicas.count()) {
-                            ctx.metrics.throttled(&name, "user");
-                            if let (true, Ok(info)) = (first, msg.info()) {
-                                let parsed = parse(&ctx, &name, &msg, &info);
-                                let accepted_at = Timestamp(info.published.timestamp_millis());
-                                let ctx = ctx.clone();
-                                let why = format!("waiting for user_rate_limit of user {user}");
-                                tokio::spawn(async move { note_wait(&ctx, parsed, accepted_at, &why).await });
-                            }
-                            park(msg, wait);
-                            continue;
-                        }
-                    }
-                    ctx.replicas.attempt(&slots, true);
-                    let (ctx, name, slots) = (ctx.clone(), name.clone(), slots.clone());
-                    attempts.spawn(async move {
-                        handle(&ctx, &name, msg, waited).await;
-                        ctx.replicas.attempt(&slots, false);
-                    });
-                }
+                Some(Ok(msg)) => slot.take(spec.as_deref(), &mut users, msg, waited),
                 Some(Err(e)) => {
                     tracing::debug!(function = %name, error = %e, "pull batch ended");
                     break;
@@ -310,6 +252,115 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
                 None => break,
             }
         }
+    }
+}
+
+/// This replica's part of the function's concurrency, given what the others hold.
+fn replica_limit(ctx: &Ctx, name: &str, slots: &Slots, spec: Option<&FunctionSpec>) -> u32 {
+    let total = spec.map_or(16, |s| s.concurrency.max).max(1);
+    let range = spec
+        .filter(|s| s.concurrency.adaptive)
+        .map(|s| (s.concurrency.min.clamp(1, total), total));
+    let cap = slots.adaptive_limit(range).unwrap_or(total);
+    ctx.replicas.concurrency(name, total, cap)
+}
+
+/// Pull no more than the rate allows now (messages held back would time out): how many of
+/// `want` may be pulled, waiting for the first token when there is none, and how long it
+/// waited. `None`: stopped while waiting.
+async fn take_rate_tokens(
+    ctx: &Ctx,
+    name: &str,
+    rate: &mut FunctionRate,
+    rl: &RateLimit,
+    want: usize,
+    stop: &CancellationToken,
+) -> Option<(usize, Option<Duration>)> {
+    let mut waited = None;
+    let limiter = rate.limiter(rl, ctx.replicas.count());
+    if limiter.check().is_err() {
+        ctx.metrics.throttled(name, "function");
+        let since = Instant::now();
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = limiter.until_ready() => {}
+        }
+        waited = Some(since.elapsed());
+    }
+    let mut n = 1;
+    while n < want && limiter.check().is_ok() {
+        n += 1;
+    }
+    Some((n, waited))
+}
+
+/// What starting a task in one of the function's slots on this replica needs.
+struct Slot<'a> {
+    ctx: &'a Arc<Ctx>,
+    name: &'a str,
+    slots: &'a Arc<Slots>,
+    attempts: &'a TaskTracker,
+}
+
+impl Slot<'_> {
+    /// Tasks named for a head start take free slots before the queue does: starts those
+    /// waiting, up to `free`, and returns the slots still free.
+    fn start_head_starts(&self, lane: &mut Option<async_nats::Subscriber>, mut free: usize) -> usize {
+        while free > 0 {
+            let Some(Some(m)) = lane.as_mut().map(|l| l.next().now_or_never().flatten()) else {
+                break;
+            };
+            let id = String::from_utf8_lossy(&m.payload).to_string();
+            free -= 1;
+            self.ctx.replicas.attempt(self.slots, true);
+            let (ctx, name, slots) = (self.ctx.clone(), self.name.to_string(), self.slots.clone());
+            self.attempts.spawn(async move {
+                expedite(&ctx, &name, &id).await;
+                ctx.replicas.attempt(&slots, false);
+            });
+        }
+        free
+    }
+
+    /// Takes one pulled submission: parks it while it is not due or its user's turn has not
+    /// come, else handles it in a slot.
+    fn take(
+        &self,
+        spec: Option<&FunctionSpec>,
+        users: &mut UserRates,
+        msg: jetstream::Message,
+        waited: Option<Duration>,
+    ) {
+        let (ctx, name) = (self.ctx, self.name);
+        // A task not yet due waits in JetStream, holding no slot and costing no read.
+        if let Some(wait) = not_yet_due(ctx, &msg) {
+            park(msg, wait);
+            return;
+        }
+        // Unreadable headers name no user to charge: such a task is only recorded.
+        let readable = crate::engine::poison::flagged(msg.headers.as_ref()).is_none();
+        if let Some(per_user) = spec.and_then(|s| s.user_rate_limit.as_ref()).filter(|_| readable) {
+            let (id, user) = id_and_user(&msg);
+            let first = !users.parked.contains_key(&id);
+            if let Some(wait) = users.wait(&id, &user, per_user, ctx.replicas.count()) {
+                ctx.metrics.throttled(name, "user");
+                if let (true, Ok(info)) = (first, msg.info()) {
+                    let parsed = parse(ctx, name, &msg, &info);
+                    let accepted_at = Timestamp(info.published.timestamp_millis());
+                    let ctx = ctx.clone();
+                    let why = format!("waiting for user_rate_limit of user {user}");
+                    tokio::spawn(async move { note_wait(&ctx, parsed, accepted_at, &why).await });
+                }
+                park(msg, wait);
+                return;
+            }
+        }
+        ctx.replicas.attempt(self.slots, true);
+        let (ctx, name, slots) = (ctx.clone(), name.to_string(), self.slots.clone());
+        self.attempts.spawn(async move {
+            handle(&ctx, &name, msg, waited).await;
+            ctx.replicas.attempt(&slots, false);
+        });
     }
 }
 
