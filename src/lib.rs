@@ -24,7 +24,7 @@
 //! [`store`] — JetStream:
 //! - [`store::setup`]: connect, create streams, consumers and buckets;
 //! - [`store::kv`]: records and functions in KV; [`store::follow`]: bucket followers and consumer
-//!   loops; [`store::revisions`]: the last revision seen of each record;
+//!   loops; [`store::revisions`]: the revisions of records intake has just created;
 //! - [`store::registry`]: every replica's view of functions; [`store::replicas`]: who is alive,
 //!   what each holds; [`store::index`]: the list index; [`store::events`]: transition events.
 //!
