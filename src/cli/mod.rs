@@ -1,7 +1,7 @@
 //! The command line: `serve`, `dev`, and client commands that talk to the HTTP API at
 //! `http.listen` (token from `JETASK_TOKEN`). Readable output by default, `--json` for scripts,
 //! a non-zero exit with a clear message on failure. Also [`dev`] (a local server and NATS in one
-//! command), [`demo`] and [`bench`].
+//! command), [`demo`] and [`bench`](mod@bench).
 //!
 //! The top layer: may import anything, `service` included.
 

@@ -3,10 +3,10 @@
 //! has free concurrency slots (messages held back would time out while waiting), and each task
 //! is acknowledged only once its outcome is recorded: a crash at any point loses nothing.
 //!
-//! - [`pull`]: the loop of one function (slots, rate tokens, parking);
-//! - [`delivery`]: one delivery of a submission, from its record to what JetStream is told;
-//! - [`attempt`]: one attempt (call, classify, commit);
-//! - [`long`]: long attempts (heartbeats, completion).
+//! - `pull`: the loop of one function (slots, rate tokens, parking);
+//! - `delivery`: one delivery of a submission, from its record to what JetStream is told;
+//! - `attempt`: one attempt (call, classify, commit);
+//! - `long`: long attempts (heartbeats, completion).
 
 mod attempt;
 mod delivery;
