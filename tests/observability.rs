@@ -120,7 +120,8 @@ async fn queue_depths_come_from_jetstream_split_into_queued_delayed_and_running(
         let text = app.metrics().await;
         let ok = sample(&text, &format!("jetask_tasks_running{{{f}}}")) == Some(1.0)
             && sample(&text, &format!("jetask_tasks_delayed{{{f}}}")) == Some(2.0)
-            && sample(&text, &format!("jetask_tasks_queued{{{f}}}")) == Some(3.0);
+            && sample(&text, &format!("jetask_tasks_queued{{{f}}}")) == Some(3.0)
+            && sample(&text, &format!("jetask_tasks_runnable{{{f}}}")) == Some(3.0);
         *last.lock().unwrap() = text;
         ok
     })

@@ -95,9 +95,14 @@ async fn function_policies_are_validated_key_by_key_and_the_secret_is_shown_once
 }
 
 #[tokio::test]
-async fn a_server_too_small_for_records_stops_start_up_naming_both_values() {
+async fn a_server_too_small_for_explicit_limits_stops_start_up_naming_both_values() {
+    // Limits set in the config are kept as they are (defaulted ones would be fitted to the
+    // server: see tests/deployment.rs).
     let nats = NatsServer::start_with("");
-    let err = jetask::service::start(config(&nats))
+    let mut c = config(&nats);
+    c.limits.max_payload_set = true;
+    c.limits.max_result_set = true;
+    let err = jetask::service::start(c)
         .await
         .err()
         .expect("start-up must fail")

@@ -203,6 +203,13 @@ impl Metrics {
             "Tasks due and waiting for a slot (consumer pending + ack pending - running - delayed)",
             m.queued.clone(),
         );
+        // The autoscaling signal (docs/scaling.md), under the name an autoscaler is pointed
+        // at: the same figure, since it is exactly what a new instance could start on.
+        registry.register(
+            "jetask_tasks_runnable",
+            "Tasks due and waiting for a slot: not delayed, not backing off, not running (for autoscalers)",
+            m.queued.clone(),
+        );
         registry.register(
             "jetask_tasks_delayed",
             "Tasks waiting for their not-before or their next retry",

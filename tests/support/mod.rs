@@ -200,7 +200,12 @@ pub struct App {
 }
 
 pub async fn start_app(config: Config) -> App {
-    let svc = service::start(config).await.expect("jetask starts");
+    // Start-up waits out an unready JetStream for as long as it lasts: bounded here, so that a
+    // server that never gets ready fails the test instead of hanging it.
+    let svc = tokio::time::timeout(Duration::from_secs(90), service::start(config))
+        .await
+        .expect("jetask ready within 90s")
+        .expect("jetask starts");
     let mut app = App::at(&format!("http://{}", svc.http_addr));
     app.svc = Some(svc);
     app.wait_ready(Duration::from_secs(10)).await;
