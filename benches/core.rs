@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use jetask::machine::{self, Event, NewTask};
-use jetask::task::{Status, TaskRecord};
-use jetask::time::Timestamp;
+use jetask::core::machine::{self, Event, NewTask};
+use jetask::core::task::{Status, TaskRecord};
+use jetask::core::time::Timestamp;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -74,13 +74,13 @@ fn lifecycle(c: &mut Criterion) {
             ("Jetask-Delay", "30s"),
             ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         ];
-        let egress = jetask::egress::Policy::default();
-        let rules = jetask::destination::Rules {
+        let egress = jetask::core::egress::Policy::default();
+        let rules = jetask::core::destination::Rules {
             nats_allow: &[],
             egress: &egress,
         };
         b.iter(|| {
-            black_box(jetask::submission::from_message(
+            black_box(jetask::core::submission::from_message(
                 "resize",
                 |k| headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(k)).map(|(_, v)| *v),
                 INPUT,
@@ -109,7 +109,7 @@ fn encoding(c: &mut Criterion) {
     c.bench_function("signing: Standard Webhooks signature of a result", |b| {
         b.iter(|| {
             black_box(
-                jetask::signing::sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_1", 1_700_000_000, &bytes)
+                jetask::core::signing::sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_1", 1_700_000_000, &bytes)
                     .unwrap(),
             )
         })

@@ -8,7 +8,7 @@ async fn main() -> std::io::Result<()> {
     let addr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    let (bound, task) = jetask::demo::serve(addr).await?;
+    let (bound, task) = jetask::cli::demo::serve(addr).await?;
     println!("demo function listening on http://{bound} (POST /echo, /noop, /sleep?ms=N, /fail?status=S)");
     let _ = task.await;
     Ok(())

@@ -24,7 +24,7 @@
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
-use jetask::subjects::headers;
+use jetask::core::subjects::headers;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

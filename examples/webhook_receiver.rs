@@ -36,7 +36,7 @@ async fn main() -> std::io::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            if let Err(e) = jetask::signing::verify(&secret, &id, &ts, &body, &sig, now, 300) {
+            if let Err(e) = jetask::core::signing::verify(&secret, &id, &ts, &body, &sig, now, 300) {
                 eprintln!("refused {id}: {e}");
                 return StatusCode::UNAUTHORIZED;
             }

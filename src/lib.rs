@@ -6,65 +6,48 @@
 //!
 //! ## Layout
 //!
-//! The pure core (no I/O, tested without a server):
-//! - [`task`]: the task record, states, IDs; [`machine`]: the lifecycle state machine;
-//! - [`outcome`]: what an endpoint's answer means; [`retry`]: backoff and `Retry-After`;
-//! - [`submission`]: reading a submission's headers; [`header_block`]: a header block read from raw bytes; [`function`]: function policies;
-//! - [`schedule`]: recurring schedules, which moment is due; [`limits`]: shares of limits, rate reservations;
-//! - [`signing`]: Standard Webhooks signatures; [`trace`]: W3C trace context;
-//! - [`duration`], [`time`], [`destination`], [`subjects`] (every JetStream name), [`config`].
+//! Folders by layer; imports point down only (`core` ← `store` ← `engine` ← `api` ← `service` ←
+//! `cli`), checked by `tests/layout.rs`.
 //!
-//! The shell around it:
-//! - [`setup`]: connect, create streams, consumers and buckets;
-//! - [`store`]: records and functions in KV; [`follow`]: bucket followers and consumer loops; [`records`]: apply + write + publish events;
-//! - [`registry`]: every replica's view of functions; [`replicas`]: who is alive, what each holds; [`index`]: the list index;
-//! - [`scheduler`]: fires schedules on every replica, once per moment;
-//! - [`intake`]: submissions → records; [`poison`]: submissions that cannot be processed as they are; [`fair`]: head starts for small users; [`dispatch`]: per-function consumption and attempts;
-//! - [`callback`]: results out to webhooks, NATS subjects and other functions;
-//! - [`invoke`]: one HTTP call; [`egress`]: where HTTP calls may go (policy, resolver, redirects); [`control`]: stop requests across replicas; [`events`];
-//! - [`metrics`]: Prometheus metrics;
-//! - [`ops`]: task and function operations shared by both APIs; [`api`]: the HTTP API; [`nats_api`]: the NATS micro service; [`service`]: wiring and shutdown; [`cli`], [`dev`], [`demo`], [`bench`].
+//! [`core`] — pure, no I/O, tested without a server:
+//! - [`core::task`]: the task record, states, IDs; [`core::machine`]: the lifecycle state machine;
+//! - [`core::outcome`]: what an endpoint's answer means; [`core::retry`]: backoff and `Retry-After`;
+//! - [`core::submission`]: reading a submission's headers; [`core::header_block`]: a header block
+//!   read from raw bytes; [`core::function`]: function policies;
+//! - [`core::schedule`]: recurring schedules, which moment is due; [`core::limits`]: shares of
+//!   limits, rate reservations;
+//! - [`core::signing`]: Standard Webhooks signatures; [`core::trace`]: W3C trace context;
+//! - [`core::egress`]: where HTTP calls may go (the policy's rules);
+//! - [`core::duration`], [`core::time`], [`core::destination`], [`core::subjects`] (every
+//!   JetStream name), [`core::config`].
+//!
+//! [`store`] — JetStream:
+//! - [`store::setup`]: connect, create streams, consumers and buckets;
+//! - [`store::kv`]: records and functions in KV; [`store::follow`]: bucket followers and consumer
+//!   loops; [`store::revisions`]: the revisions of records intake has just created;
+//! - [`store::registry`]: every replica's view of functions; [`store::replicas`]: who is alive,
+//!   what each holds; [`store::index`]: the list index; [`store::events`]: transition events.
+//!
+//! [`engine`] — the running parts, all handed an [`engine::ctx::Ctx`]:
+//! - [`engine::intake`]: submissions → records; [`engine::poison`]: submissions that cannot be
+//!   processed as they are; [`engine::records`]: apply + write + publish events;
+//! - [`engine::dispatch`]: per-function consumption (pull loop, attempts, long attempts);
+//!   [`engine::fair`]: head starts for small users;
+//! - [`engine::callback`]: results out to webhooks, NATS subjects and other functions;
+//! - [`engine::scheduler`]: fires schedules on every replica, once per moment;
+//! - [`engine::invoke`]: one HTTP call; [`engine::egress`]: the HTTP client bound to the egress
+//!   policy (resolver, redirects); [`engine::control`]: stop requests across replicas;
+//! - [`engine::metrics`]: Prometheus metrics.
+//!
+//! [`api`] — the interfaces: the HTTP API, [`api::nats`] (the NATS micro service) and
+//! [`api::ops`] (operations shared by both).
+//!
+//! [`service`]: wiring and shutdown. [`cli`]: the command line, with [`cli::dev`],
+//! [`cli::demo`] and [`cli::bench`].
 
 pub mod api;
-pub mod bench;
-pub mod callback;
 pub mod cli;
-pub mod config;
-pub mod control;
-pub mod demo;
-pub mod destination;
-pub mod dev;
-pub mod dispatch;
-pub mod duration;
-pub mod egress;
-pub mod events;
-pub mod fair;
-pub mod follow;
-pub mod function;
-pub mod header_block;
-pub mod index;
-pub mod intake;
-pub mod invoke;
-pub mod limits;
-pub mod machine;
-pub mod metrics;
-pub mod nats_api;
-pub mod ops;
-pub mod outcome;
-pub mod poison;
-pub mod records;
-pub mod registry;
-pub mod replicas;
-pub mod retry;
-pub mod revisions;
-pub mod schedule;
-pub mod scheduler;
+pub mod core;
+pub mod engine;
 pub mod service;
-pub mod setup;
-pub mod signing;
 pub mod store;
-pub mod subjects;
-pub mod submission;
-pub mod task;
-pub mod time;
-pub mod trace;

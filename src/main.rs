@@ -4,7 +4,7 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use jetask::cli::{Cli, Command};
-use jetask::config::Config;
+use jetask::core::config::Config;
 
 /// What must be flushed before the process exits.
 struct Logging {
@@ -36,7 +36,7 @@ fn init_logging(config: &Config) -> Logging {
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
     #[cfg(feature = "otel")]
     {
-        let (layer, provider) = match jetask::trace::otel::layer() {
+        let (layer, provider) = match jetask::core::trace::otel::layer() {
             Ok(Some((l, p))) => (Some(l), Some(p)),
             Ok(None) => (None, None),
             Err(e) => {
@@ -84,7 +84,7 @@ async fn main() {
         }
         Command::Dev => {
             let logging = init_logging(&config);
-            let r = jetask::dev::run(config).await.map(|_| 0);
+            let r = jetask::cli::dev::run(config).await.map(|_| 0);
             logging.flush();
             r
         }

@@ -3,71 +3,20 @@
 //! whole instances in-process.
 
 use crate::api;
-use crate::config::Config;
-use crate::control::Control;
-use crate::dispatch;
-use crate::function::{Function, FunctionSpec};
-use crate::index::Index;
-use crate::intake;
-use crate::registry::Registry;
-use crate::setup::{self, Nats, SetupError};
-use crate::store::{FunctionStore, TaskStore};
+use crate::core::config::Config;
+use crate::engine::control::Control;
+use crate::engine::ctx::Ctx;
+use crate::engine::dispatch;
+use crate::engine::intake;
+use crate::store::index::Index;
+use crate::store::kv::{FunctionStore, TaskStore};
+use crate::store::registry::Registry;
+use crate::store::setup::{self, SetupError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Everything a request or a task handler needs, passed in, never global.
-pub struct Ctx {
-    pub config: Arc<Config>,
-    pub nats: Nats,
-    pub tasks: TaskStore,
-    pub functions: FunctionStore,
-    pub registry: Arc<Registry>,
-    pub index: Arc<Index>,
-    pub control: Arc<Control>,
-    pub schedules: Arc<crate::scheduler::Schedules>,
-    /// Endpoints and webhooks are called through it: it enforces `[egress]`.
-    pub http: crate::egress::Client,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub replicas: Arc<crate::replicas::Replicas>,
-    pub fair: crate::fair::Fair,
-    pub revisions: crate::revisions::Revisions,
-}
-
-impl Ctx {
-    /// A function's spec: this replica's view, or the bucket when the view has not caught up
-    /// with a function created a moment ago through another replica.
-    pub async fn function(&self, name: &str) -> Option<Arc<FunctionSpec>> {
-        if let Some(f) = self.registry.get(name) {
-            return Some(f);
-        }
-        // A name from a subject can hold any byte: one that is no function name is never
-        // looked up (a KV read of such a key could wait for an answer that never comes).
-        if !crate::task::valid_function_name(name) {
-            return None;
-        }
-        match self.functions.get(name).await {
-            Ok(Some(f)) => {
-                let spec = Arc::new(f.spec.clone());
-                self.registry.upsert(f);
-                Some(spec)
-            }
-            _ => None,
-        }
-    }
-
-    /// Stores a function and makes sure its dispatch consumer exists before anyone submits.
-    pub async fn put_function(&self, f: &Function) -> Result<(), String> {
-        setup::ensure_dispatch_consumer(&self.nats.submit, &f.name, self.config.dispatch.ack_wait.0)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.functions.put(f).await.map_err(|e| e.to_string())?;
-        self.registry.upsert(f.clone());
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -146,12 +95,12 @@ async fn begin(config: Arc<Config>, progress: &setup::Progress) -> Result<Arc<Ct
         registry: Arc::new(Registry::default()),
         index: Arc::new(Index::open_temp().map_err(|e| StartError::Config(e.to_string()))?),
         control: Arc::new(Control::default()),
-        schedules: Arc::new(crate::scheduler::Schedules::default()),
-        http: crate::egress::Client::new(&config.egress),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        replicas: Arc::new(crate::replicas::Replicas::new()),
-        fair: crate::fair::Fair::default(),
-        revisions: crate::revisions::Revisions::default(),
+        schedules: Arc::new(crate::engine::scheduler::Schedules::default()),
+        http: crate::engine::egress::Client::new(&config.egress),
+        metrics: Arc::new(crate::engine::metrics::Metrics::new()),
+        replicas: Arc::new(crate::store::replicas::Replicas::new()),
+        fair: crate::engine::fair::Fair::default(),
+        revisions: crate::store::revisions::Revisions::default(),
         config: config.clone(),
         nats,
     });
@@ -165,7 +114,7 @@ async fn begin(config: Arc<Config>, progress: &setup::Progress) -> Result<Arc<Ct
             // A static function without a secret keeps the one it has, or gets one (set
             // `signing_secret` in the config to know it: GET never shows it).
             let kept = stored.as_ref().and_then(|s| s.spec.signing_secret.clone());
-            f.spec.signing_secret = Some(kept.unwrap_or_else(crate::ops::new_signing_secret));
+            f.spec.signing_secret = Some(kept.unwrap_or_else(crate::api::ops::new_signing_secret));
         }
         if stored.as_ref() != Some(&f) {
             setup::converge(progress, &format!("function {}", f.name), || ctx.put_function(&f)).await?;
@@ -200,7 +149,7 @@ async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, http_addr: Sock
             .follow(ctx.nats.js.clone(), config.retention(), shutdown.clone()),
     );
     let (api_ready, ready) = tokio::sync::oneshot::channel();
-    background.spawn(crate::nats_api::run(ctx.clone(), api_ready, shutdown.clone()));
+    background.spawn(crate::api::nats::run(ctx.clone(), api_ready, shutdown.clone()));
     let _ = ready.await;
     background.spawn(intake::run(ctx.clone(), shutdown.clone()));
     // Shares of limits start from the replicas alive now.
@@ -220,8 +169,8 @@ async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, http_addr: Sock
             .clone()
             .follow(ctx.nats.schedules.clone(), shutdown.clone()),
     );
-    background.spawn(crate::scheduler::run(ctx.clone(), shutdown.clone()));
-    background.spawn(crate::callback::run(ctx.clone(), shutdown.clone()));
+    background.spawn(crate::engine::scheduler::run(ctx.clone(), shutdown.clone()));
+    background.spawn(crate::engine::callback::run(ctx.clone(), shutdown.clone()));
     background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
     let http_stop = CancellationToken::new();
     let router = api::router(ctx.clone());

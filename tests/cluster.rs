@@ -20,13 +20,13 @@ use support::{App, Receiver, Reply};
 /// One cluster test at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn cluster_config(urls: &str) -> jetask::config::Config {
-    let mut c = jetask::config::Config::from_toml("").expect("default config");
+fn cluster_config(urls: &str) -> jetask::core::config::Config {
+    let mut c = jetask::core::config::Config::from_toml("").expect("default config");
     c.nats.url = urls.to_string();
     c.nats.replicas = 3;
     c.http.listen = "127.0.0.1:0".into();
-    c.dispatch.ack_wait = jetask::duration::Dur::from_secs(2);
-    c.dispatch.shutdown_grace = jetask::duration::Dur::from_secs(5);
+    c.dispatch.ack_wait = jetask::core::duration::Dur::from_secs(2);
+    c.dispatch.shutdown_grace = jetask::core::duration::Dur::from_secs(5);
     c
 }
 

@@ -5,8 +5,8 @@
 
 mod support;
 
-use jetask::destination::SubjectPattern;
-use jetask::function::{self, Function};
+use jetask::core::destination::SubjectPattern;
+use jetask::core::function::{self, Function};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;

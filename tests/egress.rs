@@ -6,9 +6,9 @@
 
 mod support;
 
-use jetask::config::Config;
-use jetask::egress::Rule;
-use jetask::function::{self, Function};
+use jetask::core::config::Config;
+use jetask::core::egress::Rule;
+use jetask::core::function::{self, Function};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
@@ -262,7 +262,7 @@ fn the_egress_section_is_read_from_the_config_file_and_checked_naming_the_key() 
     assert!(c.egress.follow_redirects);
     assert_eq!(c.egress.allow.len(), 2);
     let key = |text: &str| match Config::from_toml(text) {
-        Err(jetask::config::ConfigError::Key { key, .. }) => key,
+        Err(jetask::core::config::ConfigError::Key { key, .. }) => key,
         other => panic!("{text}: {other:?}"),
     };
     assert!(key("[egress]\ndeny = [\"10.0.0.0/40\"]").starts_with("egress.deny"));

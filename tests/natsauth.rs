@@ -37,7 +37,7 @@ fn shipped() -> NatsServer {
 }
 
 /// jetask's config for the shipped model: its own user and password.
-fn jetask_config(nats: &NatsServer) -> jetask::config::Config {
+fn jetask_config(nats: &NatsServer) -> jetask::core::config::Config {
     let mut c = config(nats);
     c.nats.user = Some("jetask".into());
     c.nats.password = Some(password("jetask").into());

@@ -279,14 +279,23 @@ async fn random_bytes_over_nats_and_http_leave_a_record_for_every_accepted_submi
                 // The ID the header block names, folded lines and all, as jetask reads it.
                 let mut block = b"NATS/1.0\r\n".to_vec();
                 block.extend(&headers);
-                let read = jetask::header_block::read(&block);
-                let egress = jetask::egress::Policy::default();
-                let rules = jetask::destination::Rules {
+                let read = jetask::core::header_block::read(&block);
+                let egress = jetask::core::egress::Policy::default();
+                let rules = jetask::core::destination::Rules {
                     nats_allow: &[],
                     egress: &egress,
                 };
-                let parsed =
-                    jetask::poison::from_block("f", &read, "", b"", seq, jetask::time::Timestamp(0), T, 1, &rules);
+                let parsed = jetask::engine::poison::from_block(
+                    "f",
+                    &read,
+                    "",
+                    b"",
+                    seq,
+                    jetask::core::time::Timestamp(0),
+                    T,
+                    1,
+                    &rules,
+                );
                 assert!(id.is_none() || id_folded || parsed.task.id == *id.as_ref().unwrap());
                 let id = parsed.task.id;
                 accepted.push((id, what));

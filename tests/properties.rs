@@ -2,16 +2,16 @@
 //! does not panic, and every refusal names the field, header or key at fault.
 #![allow(clippy::unwrap_used)]
 
-use jetask::config::{Config, ConfigError};
-use jetask::duration::Dur;
-use jetask::function::{self, Endpoint};
-use jetask::header_block;
-use jetask::poison;
-use jetask::retry::parse_retry_after;
-use jetask::schedule::Schedule;
-use jetask::submission;
-use jetask::task::TaskRecord;
-use jetask::time::Timestamp;
+use jetask::core::config::{Config, ConfigError};
+use jetask::core::duration::Dur;
+use jetask::core::function::{self, Endpoint};
+use jetask::core::header_block;
+use jetask::core::retry::parse_retry_after;
+use jetask::core::schedule::Schedule;
+use jetask::core::submission;
+use jetask::core::task::TaskRecord;
+use jetask::core::time::Timestamp;
+use jetask::engine::poison;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -100,12 +100,12 @@ proptest! {
             prop_assert!(f.to_string().len() < 400, "{}", f);
         }
         // Whatever it is, a flagged submission is Invalid, with an ID a record can have.
-        let egress = jetask::egress::Policy::default();
-        let rules = jetask::destination::Rules { nats_allow: &[], egress: &egress };
+        let egress = jetask::core::egress::Policy::default();
+        let rules = jetask::core::destination::Rules { nats_allow: &[], egress: &egress };
         let p = poison::from_block("f", &read, "unreadable", b"in", 9, NOW, WEEK, 1024, &rules);
         prop_assert!(p.invalid.is_some());
-        prop_assert!(jetask::task::valid_task_id(&p.task.id), "{}", p.task.id);
-        prop_assert!(jetask::task::valid_user(&p.task.user));
+        prop_assert!(jetask::core::task::valid_task_id(&p.task.id), "{}", p.task.id);
+        prop_assert!(jetask::core::task::valid_user(&p.task.user));
     }
 
     #[test]
@@ -115,10 +115,10 @@ proptest! {
         seq in any::<u64>(),
     ) {
         let map: HashMap<&str, String> = headers.into_iter().collect();
-        let egress = jetask::egress::Policy::default();
-        let rules = jetask::destination::Rules { nats_allow: &[], egress: &egress };
+        let egress = jetask::core::egress::Policy::default();
+        let rules = jetask::core::destination::Rules { nats_allow: &[], egress: &egress };
         let p = submission::from_message("f", |k| map.get(k).map(String::as_str), &input, seq, NOW, WEEK, 32, &rules);
-        prop_assert!(jetask::task::valid_task_id(&p.task.id), "{}", p.task.id);
+        prop_assert!(jetask::core::task::valid_task_id(&p.task.id), "{}", p.task.id);
         if let Some(why) = p.invalid {
             prop_assert!(
                 HEADERS.iter().any(|h| why.starts_with(&format!("{h}: "))) || why.starts_with("input: "),
@@ -129,8 +129,8 @@ proptest! {
 
     #[test]
     fn ids_users_callbacks_and_content_types_refused_name_their_field(raw in text()) {
-        let egress = jetask::egress::Policy::default();
-        let rules = jetask::destination::Rules { nats_allow: &[], egress: &egress };
+        let egress = jetask::core::egress::Policy::default();
+        let rules = jetask::core::destination::Rules { nats_allow: &[], egress: &egress };
         for (field, r) in [
             ("Idempotency-Key", submission::check_id("Idempotency-Key", &raw).map(|_| ())),
             ("Jetask-User", submission::check_user("Jetask-User", &raw).map(|_| ())),
@@ -165,7 +165,7 @@ proptest! {
     #[test]
     fn a_retry_after_is_never_longer_than_the_cap(raw in text()) {
         if let Some(d) = parse_retry_after(&raw, NOW) {
-            prop_assert!(d <= jetask::retry::MAX_RETRY_AFTER);
+            prop_assert!(d <= jetask::core::retry::MAX_RETRY_AFTER);
         }
     }
 
@@ -252,6 +252,6 @@ proptest! {
 }
 
 fn record() -> TaskRecord {
-    let task = jetask::machine::NewTask::new("t-1", "f", "u", 1, b"in".to_vec());
-    jetask::machine::create(task, None, NOW).record
+    let task = jetask::core::machine::NewTask::new("t-1", "f", "u", 1, b"in".to_vec());
+    jetask::core::machine::create(task, None, NOW).record
 }

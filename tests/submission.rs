@@ -45,7 +45,7 @@ async fn a_nats_submission_carries_its_headers_into_the_record() {
 async fn a_resubmitted_id_never_runs_twice_inside_or_after_the_duplicate_window() {
     let nats = NatsServer::start();
     let mut c = config(&nats);
-    c.nats.duplicate_window = jetask::duration::Dur::from_secs(1);
+    c.nats.duplicate_window = jetask::core::duration::Dur::from_secs(1);
     let app = start_app(c).await;
     let rx = Receiver::start(|_, _| Reply::ok("ok")).await;
     app.put_fn("once", json!({"endpoint": rx.url()})).await;

@@ -52,14 +52,14 @@ impl ApiError {
     }
 }
 
-impl From<crate::submission::FieldError> for ApiError {
-    fn from(e: crate::submission::FieldError) -> Self {
+impl From<crate::core::submission::FieldError> for ApiError {
+    fn from(e: crate::core::submission::FieldError) -> Self {
         ApiError::bad_request("invalid_request", e.to_string())
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<crate::store::kv::StoreError> for ApiError {
+    fn from(e: crate::store::kv::StoreError) -> Self {
         ApiError::unavailable(e.to_string())
     }
 }

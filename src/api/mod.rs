@@ -1,15 +1,22 @@
-//! The HTTP API (CONTRACT §3.2, §4, §6, §8): a thin layer that reads requests, calls into the
-//! stores, intake and the state machine, and writes JSON.
+//! The interfaces clients talk to: the HTTP API (CONTRACT §3.2, §4, §6, §8, this module and its
+//! handlers), the NATS micro service ([`nats`]), and the task and function operations both share
+//! ([`ops`]). A thin layer that reads requests, calls into the engine, the stores and the state
+//! machine, and writes answers.
+//!
+//! May import: `engine`, `store` and `core`; not `service` (it hands the API its context).
+
+pub mod nats;
+pub mod ops;
 
 mod error;
 mod functions;
 mod schedules;
 mod tasks;
 
-pub use crate::ops::Caller;
+pub use crate::api::ops::Caller;
 pub use error::{ApiError, ApiResult};
 
-use crate::service::Ctx;
+use crate::engine::ctx::Ctx;
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::{request::Parts, StatusCode};
 use axum::routing::{get, post};
@@ -85,7 +92,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 
 /// What the listener answers while start-up waits for JetStream: alive, not ready, and what it
 /// is waiting for.
-pub fn starting_router(progress: Arc<crate::setup::Progress>) -> Router {
+pub fn starting_router(progress: Arc<crate::store::setup::Progress>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route(

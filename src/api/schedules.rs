@@ -1,8 +1,8 @@
-//! `PUT/GET/DELETE /v1/schedules/{name}` and `GET /v1/schedules`, through [`crate::ops`].
+//! `PUT/GET/DELETE /v1/schedules/{name}` and `GET /v1/schedules`, through [`crate::api::ops`].
 
 use super::{ApiError, ApiResult, Caller};
-use crate::ops;
-use crate::service::Ctx;
+use crate::api::ops;
+use crate::engine::ctx::Ctx;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

