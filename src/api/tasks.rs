@@ -207,11 +207,36 @@ pub async fn submit_batch(
     let user = submitter(&caller, &headers)?;
     let auth = caller.user.is_some();
     let now = Timestamp::now();
+    // Items run concurrently, but items naming the same ID run in the batch's order, so that
+    // the later one is the duplicate, as it would be sent one by one.
+    let mut turns: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for raw in &items {
+        if let Some(id) = raw.get("id").and_then(Value::as_str) {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    for (id, n) in seen {
+        if n > 1 {
+            turns.insert(id.to_string(), Arc::default());
+        }
+    }
     let results: Vec<Value> = futures::stream::iter(items.into_iter().enumerate())
         .map(|(i, raw)| {
             let ctx = ctx.clone();
             let (shared, user, function) = (shared.clone(), user.clone(), function.clone());
+            let turn = raw
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| turns.get(id))
+                .cloned();
             async move {
+                // Taken in the batch's order: futures are first polled in order, and the lock
+                // is fair.
+                let _turn = match turn {
+                    Some(t) => Some(t.lock_owned().await),
+                    None => None,
+                };
                 let (id, options, input) = match batch_item(&ctx, raw, &shared, now) {
                     Ok(x) => x,
                     Err(e) => {
