@@ -348,7 +348,8 @@ pub async fn replay_many(
 ) -> ApiResult<Json<Value>> {
     let mut filter = filter_body(&body)?;
     if let (Some(key), Some(obj)) = (header(&headers, "Idempotency-Key")?, filter.as_object_mut()) {
-        obj.entry("idempotency_key").or_insert_with(|| Value::String(key.to_string()));
+        obj.entry("idempotency_key")
+            .or_insert_with(|| Value::String(key.to_string()));
     }
     ops::task_bulk(&ctx, &caller, &filter, ops::Bulk::Replay)
         .await
