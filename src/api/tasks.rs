@@ -331,11 +331,18 @@ fn filter_body(body: &Bytes) -> ApiResult<Value> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_filter", format!("body is not JSON: {e}")))
 }
 
+/// Runs a bulk operation to its end even if the client goes away meanwhile: half of one is
+/// worse than all of it.
+async fn bulk(ctx: Arc<Ctx>, caller: Caller, filter: Value, op: ops::Bulk) -> ApiResult<Json<Value>> {
+    tokio::spawn(async move { ops::task_bulk(&ctx, &caller, &filter, op).await })
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map(Json)
+}
+
 /// `POST /v1/tasks:stop`: stops every task the filters match (CONTRACT §12 "Bulk operations").
 pub async fn stop_many(State(ctx): State<Arc<Ctx>>, caller: Caller, body: Bytes) -> ApiResult<Json<Value>> {
-    ops::task_bulk(&ctx, &caller, &filter_body(&body)?, ops::Bulk::Stop)
-        .await
-        .map(Json)
+    bulk(ctx, caller, filter_body(&body)?, ops::Bulk::Stop).await
 }
 
 /// `POST /v1/tasks:replay`: replays every task the filters match; an `Idempotency-Key` header
@@ -351,7 +358,5 @@ pub async fn replay_many(
         obj.entry("idempotency_key")
             .or_insert_with(|| Value::String(key.to_string()));
     }
-    ops::task_bulk(&ctx, &caller, &filter, ops::Bulk::Replay)
-        .await
-        .map(Json)
+    bulk(ctx, caller, filter, ops::Bulk::Replay).await
 }
