@@ -262,6 +262,8 @@ async fn the_nats_micro_service_answers_as_http_does() {
         "jetask.api.task.heartbeat",
         "jetask.api.task.complete",
         "jetask.api.task.replay",
+        "jetask.api.task.stop_many",
+        "jetask.api.task.replay_many",
         "jetask.api.fn.put",
         "jetask.api.fn.get",
         "jetask.api.fn.list",

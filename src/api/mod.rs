@@ -80,6 +80,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             get(schedules::get).put(schedules::put).delete(schedules::delete),
         )
         .route("/v1/tasks", get(tasks::list))
+        .route("/v1/tasks:stop", post(tasks::stop_many))
+        .route("/v1/tasks:replay", post(tasks::replay_many))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/stop", post(tasks::stop))
         .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))

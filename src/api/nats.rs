@@ -20,10 +20,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-const ENDPOINTS: [&str; 10] = [
+const ENDPOINTS: [&str; 12] = [
     "task.get",
     "task.list",
     "task.stop",
+    "task.stop_many",
+    "task.replay_many",
     "task.heartbeat",
     "task.complete",
     "task.replay",
@@ -191,6 +193,8 @@ async fn handle(ctx: &Ctx, endpoint: &str, caller: &Caller, payload: &[u8]) -> A
         }
         "task.list" => ops::task_list(ctx, caller, &params(obj)).await,
         "task.stop" => ops::task_stop(ctx, caller, field(obj, "id")?).await,
+        "task.stop_many" => ops::task_bulk(ctx, caller, &body, ops::Bulk::Stop).await,
+        "task.replay_many" => ops::task_bulk(ctx, caller, &body, ops::Bulk::Replay).await,
         "task.heartbeat" => {
             let attempt = ops::reported_attempt(&body, None)?;
             ops::task_heartbeat(ctx, caller, field(obj, "id")?, attempt).await

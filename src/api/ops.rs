@@ -16,6 +16,7 @@ use crate::store::index::Query;
 use crate::store::kv::{StoreError, Versioned};
 use axum::http::StatusCode;
 use base64::Engine;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -84,8 +85,13 @@ pub async fn task_get(ctx: &Ctx, caller: &Caller, id: &str, include_input: bool)
 }
 
 fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Query> {
+    parse_filter(params, caller, "invalid_query")
+}
+
+/// The list filters of `params`; errors carry `code` and name the field.
+fn parse_filter(params: &HashMap<String, String>, caller: &Caller, code: &'static str) -> ApiResult<Query> {
     const KNOWN: [&str; 7] = ["function", "status", "user", "since", "until", "limit", "cursor"];
-    let bad = |k: &str, why: String| ApiError::bad_request("invalid_query", format!("{k}: {why}"));
+    let bad = |k: &str, why: String| ApiError::bad_request(code, format!("{k}: {why}"));
     if let Some(k) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(
             k,
@@ -365,6 +371,160 @@ pub async fn task_replay(
         StatusCode::ACCEPTED
     };
     Ok((status, answer))
+}
+
+/// What a bulk operation does to each task its filter matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bulk {
+    Stop,
+    Replay,
+}
+
+/// The list filters a bulk operation takes (CONTRACT §12 "Bulk operations").
+pub const BULK_FILTERS: [&str; 5] = ["function", "status", "user", "since", "until"];
+/// Index rows read per page of a bulk operation.
+const BULK_PAGE: usize = 500;
+/// Tasks of a bulk operation acted on at once.
+const BULK_IN_FLIGHT: usize = 32;
+/// New task IDs a bulk replay lists at most (`replayed` counts them all).
+const BULK_LISTED: usize = 1000;
+
+/// Stops or replays every task matching `body`, a JSON object of the list filters of
+/// `GET /v1/tasks` (at least one), that the caller may see. A bulk replay also takes
+/// `idempotency_key`: each original's replay is then the same task however often the bulk
+/// replay is sent. Answers `{"matched", "acted", "skipped", "failed", "errors"?, "task_ids"?}`:
+/// matched = acted + skipped + failed; skipped tasks were in a state the operation refuses
+/// (a finished task for stop, one not Failed, Expired or Stopped for replay).
+pub async fn task_bulk(ctx: &Ctx, caller: &Caller, body: &Value, op: Bulk) -> ApiResult<Value> {
+    const CODE: &str = "invalid_filter";
+    let bad = |m: String| ApiError::bad_request(CODE, m);
+    let obj = body
+        .as_object()
+        .ok_or_else(|| bad("expected a JSON object of filters".into()))?;
+    let mut params = HashMap::new();
+    let mut key = None;
+    for (k, v) in obj {
+        if op == Bulk::Replay && k == "idempotency_key" {
+            let s = v
+                .as_str()
+                .ok_or_else(|| bad("idempotency_key: expected a string".into()))?;
+            submission::check_id("idempotency_key", s)?;
+            key = Some(s.to_string());
+            continue;
+        }
+        if !BULK_FILTERS.contains(&k.as_str()) {
+            let extra = if op == Bulk::Replay { ", idempotency_key" } else { "" };
+            return Err(bad(format!(
+                "{k}: unknown key; expected one of {}{extra}",
+                BULK_FILTERS.join(", ")
+            )));
+        }
+        match v {
+            Value::Null => {}
+            Value::String(s) => {
+                params.insert(k.clone(), s.clone());
+            }
+            _ => return Err(bad(format!("{k}: expected a string"))),
+        }
+    }
+    if params.is_empty() {
+        return Err(bad(format!(
+            "give at least one filter ({}); a bulk operation never acts on every task unasked",
+            BULK_FILTERS.join(", ")
+        )));
+    }
+    let mut q = parse_filter(&params, caller, CODE)?;
+    // A token's user asking for another user's tasks: none of those is theirs to see.
+    if let (Some(own), Some(asked)) = (&caller.user, params.get("user")) {
+        if own != asked {
+            return Ok(bulk_answer(op, 0, 0, 0, vec![], vec![], 0));
+        }
+    }
+    // Only what existed when the operation began: not the replays it makes itself.
+    let now = Timestamp::now();
+    q.until = Some(q.until.map_or(now, |u| u.min(now)));
+    q.limit = BULK_PAGE;
+
+    let (mut acted, mut skipped, mut failed) = (0u64, 0u64, 0u64);
+    let mut task_ids = Vec::new();
+    let mut errors = Vec::new();
+    let mut replayed = 0u64;
+    loop {
+        let index = ctx.index.clone();
+        let page_q = q.clone();
+        let (ids, next) = tokio::task::spawn_blocking(move || index.query(&page_q))
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let outcomes: Vec<(String, ApiResult<Option<String>>)> = futures::stream::iter(ids)
+            .map(|id| {
+                let key = key.clone();
+                async move {
+                    let r = match op {
+                        Bulk::Stop => task_stop(ctx, caller, &id).await.map(|_| None),
+                        Bulk::Replay => task_replay(ctx, caller, &id, key.as_deref())
+                            .await
+                            .map(|(_, v)| v["task_id"].as_str().map(str::to_string)),
+                    };
+                    (id, r)
+                }
+            })
+            .buffer_unordered(BULK_IN_FLIGHT)
+            .collect()
+            .await;
+        for (id, r) in outcomes {
+            match r {
+                Ok(new) => {
+                    acted += 1;
+                    if let Some(new) = new {
+                        replayed += 1;
+                        if task_ids.len() < BULK_LISTED {
+                            task_ids.push(new);
+                        }
+                    }
+                }
+                // Gone since the index listed it (or never the caller's): not matched.
+                Err(e) if e.code == "task_not_found" => {}
+                Err(e) if e.status == StatusCode::CONFLICT || e.code == "function_not_found" => skipped += 1,
+                Err(e) => {
+                    failed += 1;
+                    if errors.len() < 10 {
+                        errors.push(json!({"task_id": id, "error": e.body()["error"]}));
+                    }
+                }
+            }
+        }
+        match next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(bulk_answer(op, acted, skipped, failed, task_ids, errors, replayed))
+}
+
+fn bulk_answer(
+    op: Bulk,
+    acted: u64,
+    skipped: u64,
+    failed: u64,
+    task_ids: Vec<String>,
+    errors: Vec<Value>,
+    replayed: u64,
+) -> Value {
+    let mut v = json!({
+        "matched": acted + skipped + failed,
+        "acted": acted,
+        "skipped": skipped,
+        "failed": failed,
+    });
+    if !errors.is_empty() {
+        v["errors"] = Value::Array(errors);
+    }
+    if op == Bulk::Replay {
+        v["task_ids"] = json!(task_ids);
+        v["task_ids_truncated"] = json!(replayed > BULK_LISTED as u64);
+    }
+    v
 }
 
 fn check_function_name(name: &str) -> ApiResult<()> {

@@ -347,3 +347,41 @@ pub async fn replay(
         .await
         .map(|(s, v)| (s, Json(v)))
 }
+
+/// A bulk operation's body: a JSON object of filters (an empty body is `{}`, refused as such).
+fn filter_body(body: &Bytes) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_filter", format!("body is not JSON: {e}")))
+}
+
+/// Runs a bulk operation to its end even if the client goes away meanwhile: half of one is
+/// worse than all of it.
+async fn bulk(ctx: Arc<Ctx>, caller: Caller, filter: Value, op: ops::Bulk) -> ApiResult<Json<Value>> {
+    tokio::spawn(async move { ops::task_bulk(&ctx, &caller, &filter, op).await })
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map(Json)
+}
+
+/// `POST /v1/tasks:stop`: stops every task the filters match (CONTRACT §12 "Bulk operations").
+pub async fn stop_many(State(ctx): State<Arc<Ctx>>, caller: Caller, body: Bytes) -> ApiResult<Json<Value>> {
+    bulk(ctx, caller, filter_body(&body)?, ops::Bulk::Stop).await
+}
+
+/// `POST /v1/tasks:replay`: replays every task the filters match; an `Idempotency-Key` header
+/// is the body's `idempotency_key`.
+pub async fn replay_many(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let mut filter = filter_body(&body)?;
+    if let (Some(key), Some(obj)) = (header(&headers, "Idempotency-Key")?, filter.as_object_mut()) {
+        obj.entry("idempotency_key")
+            .or_insert_with(|| Value::String(key.to_string()));
+    }
+    bulk(ctx, caller, filter, ops::Bulk::Replay).await
+}

@@ -129,13 +129,69 @@ pub enum TaskCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Stop a task, or with filters instead of an ID every matching task.
     Stop {
-        id: String,
+        #[arg(required_unless_present_any = ["function", "status", "user", "since", "until"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: BulkFilter,
     },
-    /// Run a Failed, Expired or Stopped task again as a new task.
+    /// Run a Failed, Expired or Stopped task again as a new task, or with filters instead of an
+    /// ID every matching one.
     Replay {
-        id: String,
+        #[arg(required_unless_present_any = ["function", "status", "user", "since", "until"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: BulkFilter,
     },
+}
+
+/// The list filters of a bulk stop or replay (`POST /v1/tasks:stop`, `/v1/tasks:replay`).
+#[derive(clap::Args, Debug, Default)]
+pub struct BulkFilter {
+    #[arg(long, conflicts_with = "id")]
+    pub function: Option<String>,
+    #[arg(long, conflicts_with = "id")]
+    pub status: Option<String>,
+    #[arg(long, conflicts_with = "id")]
+    pub user: Option<String>,
+    /// Tasks created at or after this RFC 3339 time.
+    #[arg(long, conflicts_with = "id")]
+    pub since: Option<String>,
+    /// Tasks created at or before this RFC 3339 time.
+    #[arg(long, conflicts_with = "id")]
+    pub until: Option<String>,
+}
+
+impl BulkFilter {
+    fn body(self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in [
+            ("function", self.function),
+            ("status", self.status),
+            ("user", self.user),
+            ("since", self.since),
+            ("until", self.until),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::String(v));
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+fn bulk_text(verb: &str, v: &Value) -> String {
+    let mut out = format!(
+        "matched {}, {verb} {}, skipped {}, failed {}",
+        v["matched"], v["acted"], v["skipped"], v["failed"]
+    );
+    if let Some(errors) = v["errors"].as_array() {
+        for e in errors {
+            out.push_str(&format!("\n  {}: {}", s(&e["task_id"]), s(&e["error"]["message"])));
+        }
+    }
+    out
 }
 
 #[derive(Subcommand, Debug)]
@@ -388,7 +444,17 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             let v = c.get(&format!("/v1/tasks?{}", q.join("&"))).await?;
             print(json, &v, list_text);
         }
-        Command::Task(TaskCommand::Replay { id }) => {
+        Command::Task(TaskCommand::Replay { id: None, filter }) => {
+            let req = c.http.post(format!("{}/v1/tasks:replay", c.base)).json(&filter.body());
+            let (_, v) = c.send(req).await?;
+            print(json, &v, |v| bulk_text("replayed", v));
+        }
+        Command::Task(TaskCommand::Stop { id: None, filter }) => {
+            let req = c.http.post(format!("{}/v1/tasks:stop", c.base)).json(&filter.body());
+            let (_, v) = c.send(req).await?;
+            print(json, &v, |v| bulk_text("stopped", v));
+        }
+        Command::Task(TaskCommand::Replay { id: Some(id), .. }) => {
             let (_, v) = c.send(c.http.post(format!("{}/v1/tasks/{id}/replay", c.base))).await?;
             print(json, &v, |v| {
                 format!(
@@ -400,7 +466,7 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             });
         }
         Command::Schedule(cmd) => schedule(&c, cmd, json).await?,
-        Command::Task(TaskCommand::Stop { id }) => {
+        Command::Task(TaskCommand::Stop { id: Some(id), .. }) => {
             let (_, v) = c.send(c.http.post(format!("{}/v1/tasks/{id}/stop", c.base))).await?;
             print(json, &v, |v| format!("task {} is {}", s(&v["id"]), s(&v["status"])));
         }
