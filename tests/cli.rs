@@ -150,7 +150,9 @@ async fn bench_runs_every_task_and_reports_the_run_as_json() {
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{phase}: {l}");
     }
     assert_eq!(r["in_process"], false, "jetask runs as a child by default: {r}");
-    let cpu = r["cpu_us_per_task"].as_object().unwrap_or_else(|| panic!("cpu_us_per_task: {r}"));
+    let cpu = r["cpu_us_per_task"]
+        .as_object()
+        .unwrap_or_else(|| panic!("cpu_us_per_task: {r}"));
     let mut keys: Vec<&str> = cpu.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["client", "jetask", "nats_server"], "{r}");
