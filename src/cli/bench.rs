@@ -489,6 +489,18 @@ impl Jetask {
     }
 }
 
+/// The server's `in_msgs` and `out_msgs` counters (`/varz`): `None` without a monitoring URL
+/// or when it cannot be read.
+async fn varz(http: &reqwest::Client, url: Option<&str>) -> Option<(u64, u64)> {
+    #[derive(Deserialize)]
+    struct Varz {
+        in_msgs: u64,
+        out_msgs: u64,
+    }
+    let v: Varz = http.get(url?).send().await.ok()?.json().await.ok()?;
+    Some((v.in_msgs, v.out_msgs))
+}
+
 /// CPU time so far of nats-server, jetask and the bench process, in microseconds.
 #[derive(Clone, Copy)]
 struct Cpu {
@@ -524,6 +536,8 @@ impl Cpu {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let mut _children = Vec::new();
+    // The monitoring `/varz` of the one server the bench started, for messages per task.
+    let mut monitor = None;
     let url = match &args.nats_url {
         Some(u) => u.clone(),
         None if args.cluster => {
@@ -533,7 +547,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         None => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            _children.push(crate::cli::dev::spawn_nats(&dir, port)?);
+            let m = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            _children.push(crate::cli::dev::spawn_nats_monitored(&dir, port, Some(m))?);
+            monitor = Some(format!("http://127.0.0.1:{m}/varz"));
             format!("nats://127.0.0.1:{port}")
         }
     };
@@ -686,6 +702,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut pipe = Pipeline::new(&client, window, bar(args.tasks, "submit", hidden)).await?;
     // CPU per task is counted over the NATS tasks' end-to-end interval.
     let cpu_start = Cpu::now(&nats_pids, &jetask_pids);
+    let msgs_start = varz(&http, monitor.as_deref()).await;
     for i in 0..args.tasks {
         if let Some(rate) = args.rate {
             let at = start + Duration::from_secs_f64(i as f64 / rate);
@@ -704,6 +721,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let submit_secs = start.elapsed().as_secs_f64();
     wait_finished(&mut progress, args.tasks, bar(args.tasks, "finish", hidden)).await;
     let cpu_per_task = cpu_start.per_task(Cpu::now(&nats_pids, &jetask_pids), args.tasks);
+    let msgs_per_task = msgs_start
+        .zip(varz(&http, monitor.as_deref()).await)
+        .filter(|_| args.tasks > 0)
+        .map(|((in0, out0), (in1, out1))| {
+            let per = |a: u64, b: u64| (b.saturating_sub(a) as f64 / args.tasks as f64 * 10.0).round() / 10.0;
+            json!({"in": per(in0, in1), "out": per(out0, out1)})
+        });
     let (finished, last) = {
         let s = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let done = s.finished.iter().flatten();
@@ -790,6 +814,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "rss_end_mb": rss_now.round(),
         "in_process": args.in_process,
         "cpu_us_per_task": cpu_per_task,
+        "nats_msgs_per_task": msgs_per_task,
     });
     if args.json {
         println!("{report}");
@@ -844,6 +869,15 @@ fn print_table(r: &serde_json::Value) {
     );
     let cpu = &r["cpu_us_per_task"];
     let us = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    let msgs = &r["nats_msgs_per_task"];
+    println!(
+        "NATS msgs per task   {}",
+        if msgs.is_null() {
+            "-".to_string()
+        } else {
+            format!("{} in, {} out (nats-server /varz)", msgs["in"], msgs["out"])
+        }
+    );
     println!("CPU µs per task");
     println!("  nats-server        {}", us(&cpu["nats_server"]));
     println!(
