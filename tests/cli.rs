@@ -112,8 +112,9 @@ async fn a_client_command_without_a_service_says_where_it_looked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:9"));
 }
 
-/// `jetask bench --json` (CONTRACT §9) against an existing server: every task finishes, and the
-/// report has the rates, the ratio to the raw rate and the latency percentiles of that run.
+/// `jetask bench --json` (CONTRACT §9, §12 "Cost") against an existing server, with `jetask serve`
+/// as a child process: every task finishes, and the report has the rates, the ratio to the raw
+/// rate, the latency percentiles of that run and the CPU per task of each process.
 #[tokio::test]
 async fn bench_runs_every_task_and_reports_the_run_as_json() {
     let nats = NatsServer::start();
@@ -148,4 +149,19 @@ async fn bench_runs_every_task_and_reports_the_run_as_json() {
         );
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{phase}: {l}");
     }
+    assert_eq!(r["in_process"], false, "jetask runs as a child by default: {r}");
+    let cpu = r["cpu_us_per_task"]
+        .as_object()
+        .unwrap_or_else(|| panic!("cpu_us_per_task: {r}"));
+    let mut keys: Vec<&str> = cpu.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["client", "jetask", "nats_server"], "{r}");
+    for k in ["jetask", "client"] {
+        assert!(cpu[k].as_f64().is_some_and(|us| us > 0.0), "{k} CPU per task: {r}");
+    }
+    // The server was not started by the bench: its pid is unknown, so its CPU is not reported.
+    assert!(
+        cpu["nats_server"].is_null() || cpu["nats_server"].as_f64().is_some_and(|us| us > 0.0),
+        "nats_server CPU per task: {r}"
+    );
 }

@@ -2,7 +2,12 @@
 //! NATS server (the physical limit), then N tasks submitted over NATS (pipelined publishes) to a
 //! no-op function with task mode on, then tasks submitted over HTTP `:batch`; it reports
 //! submission rates, end-to-end throughput, queue/run/end-to-end latency percentiles, the ratio
-//! to the raw rate and the process's peak RSS.
+//! to the raw rate, the bench process's peak RSS and the CPU time per task of nats-server,
+//! jetask and the bench itself.
+//!
+//! By default jetask runs as `jetask serve` child processes (this binary, a generated config
+//! file), so that its CPU is measured apart from the load generator's; `--in-process` runs it
+//! inside the bench process instead, as the bench did first.
 //!
 //! Latencies are measured by the bench's own clock: submission (or the due moment, with
 //! `--due-in`) → the call reaching the no-op endpoint (queue) → the task's final event reaching
@@ -18,6 +23,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::json;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,8 +45,10 @@ pub struct BenchArgs {
     pub concurrency: u32,
     /// Skip the raw JetStream measurement.
     pub no_raw: bool,
-    /// jetask replicas to run (in this process), sharing the function's consumer.
+    /// jetask replicas to run, sharing the function's consumer.
     pub replicas: usize,
+    /// Run jetask inside the bench process rather than as `jetask serve` children.
+    pub in_process: bool,
     /// Start a 3-node cluster on loopback and run on it with R3 streams and buckets.
     pub cluster: bool,
 }
@@ -304,9 +312,232 @@ impl Seen {
     }
 }
 
+/// A `jetask serve` child process; stopped (SIGTERM, then killed if it lingers) when dropped, so
+/// that an error in the bench leaves no service running.
+struct ServeChild {
+    child: Child,
+    http: String,
+    log: std::path::PathBuf,
+}
+
+/// How long a child gets to become ready, and to exit after SIGTERM.
+const CHILD_READY: Duration = Duration::from_secs(60);
+const CHILD_STOP: Duration = Duration::from_secs(10);
+
+impl ServeChild {
+    /// Starts `jetask serve` with a config file written to `dir`: this NATS URL (R3 streams and
+    /// buckets on a cluster) and the HTTP API on a free loopback port.
+    fn spawn(dir: &std::path::Path, n: usize, url: &str, replicated: bool) -> anyhow::Result<ServeChild> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut toml = format!("[nats]\nurl = {}\n", toml_str(url));
+        if replicated {
+            toml.push_str("replicas = 3\n");
+        }
+        toml.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+        let conf = dir.join(format!("jetask-{n}.toml"));
+        std::fs::write(&conf, toml)?;
+        let log = dir.join(format!("jetask-{n}.log"));
+        let exe = std::env::current_exe().context("cannot find the jetask binary to run `jetask serve`")?;
+        let child = Command::new(exe)
+            .arg("--config")
+            .arg(&conf)
+            .arg("serve")
+            // The bench's stdout is its report (`--json`): the child writes only to its log.
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start `jetask serve`")?;
+        Ok(ServeChild {
+            child,
+            http: format!("http://127.0.0.1:{port}"),
+            log,
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    async fn ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + CHILD_READY;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!(
+                    "`jetask serve` exited ({status}) before it was ready:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(r) = http.get(format!("{}/readyz", self.http)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("`jetask serve` not ready after {CHILD_READY:?}:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM (a clean stop, as `serve` handles it), then a kill if it has not exited in time.
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + CHILD_STOP;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The jetask under test: services in this process, or `jetask serve` children.
+enum Jetask {
+    InProcess(Vec<service::Service>),
+    Children(Vec<ServeChild>),
+}
+
+impl Jetask {
+    /// The HTTP API of the first replica.
+    fn http_base(&self) -> String {
+        match self {
+            Jetask::InProcess(s) => format!("http://{}", s[0].http_addr),
+            Jetask::Children(c) => c[0].http.clone(),
+        }
+    }
+
+    /// The processes whose CPU is jetask's alone: none when it runs in the bench's.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Jetask::InProcess(_) => Vec::new(),
+            Jetask::Children(c) => c.iter().map(|c| c.child.id()).collect(),
+        }
+    }
+
+    /// Registers the function: directly in process, else with `PUT /v1/functions/{name}`, as a
+    /// user would.
+    async fn put_function(
+        &self,
+        http: &reqwest::Client,
+        name: &str,
+        body: &serde_json::Value,
+        config: &Config,
+    ) -> anyhow::Result<()> {
+        match self {
+            Jetask::InProcess(s) => {
+                let f = crate::core::function::Function {
+                    name: name.to_string(),
+                    spec: crate::core::function::resolve(body, &json!({}), config.retention())
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                };
+                s[0].ctx.put_function(&f).await.map_err(|e| anyhow::anyhow!(e))
+            }
+            Jetask::Children(_) => {
+                let r = http
+                    .put(format!("{}/v1/functions/{name}", self.http_base()))
+                    .json(body)
+                    .send()
+                    .await?;
+                let status = r.status();
+                anyhow::ensure!(
+                    status.is_success(),
+                    "PUT /v1/functions/{name} answered {status}: {}",
+                    r.text().await.unwrap_or_default()
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn stop(self, http: &reqwest::Client, function: &str) {
+        match self {
+            Jetask::InProcess(services) => {
+                let _ = services[0].ctx.functions.delete(function).await;
+                for s in services {
+                    s.stop().await;
+                }
+            }
+            Jetask::Children(mut children) => {
+                let _ = http
+                    .delete(format!("{}/v1/functions/{function}", children[0].http))
+                    .send()
+                    .await;
+                for c in &mut children {
+                    c.stop();
+                }
+            }
+        }
+    }
+}
+
+/// The server's `in_msgs` and `out_msgs` counters (`/varz`): `None` without a monitoring URL
+/// or when it cannot be read.
+async fn varz(http: &reqwest::Client, url: Option<&str>) -> Option<(u64, u64)> {
+    #[derive(Deserialize)]
+    struct Varz {
+        in_msgs: u64,
+        out_msgs: u64,
+    }
+    let v: Varz = http.get(url?).send().await.ok()?.json().await.ok()?;
+    Some((v.in_msgs, v.out_msgs))
+}
+
+/// CPU time so far of nats-server, jetask and the bench process, in microseconds.
+#[derive(Clone, Copy)]
+struct Cpu {
+    nats_server: Option<f64>,
+    jetask: Option<f64>,
+    client: Option<f64>,
+}
+
+impl Cpu {
+    fn now(nats: &[u32], jetask: &[u32]) -> Cpu {
+        Cpu {
+            nats_server: crate::cli::proc_cpu::sum_us(nats),
+            jetask: crate::cli::proc_cpu::sum_us(jetask),
+            client: crate::cli::proc_cpu::sum_us(&[std::process::id()]),
+        }
+    }
+
+    /// Microseconds per task between two readings, rounded to 0.1 µs.
+    fn per_task(self, end: Cpu, tasks: usize) -> serde_json::Value {
+        let per = |a: Option<f64>, b: Option<f64>| {
+            a.zip(b)
+                .filter(|_| tasks > 0)
+                .map(|(a, b)| ((b - a) / tasks as f64 * 10.0).round() / 10.0)
+        };
+        json!({
+            "nats_server": per(self.nats_server, end.nats_server),
+            "jetask": per(self.jetask, end.jetask),
+            "client": per(self.client, end.client),
+        })
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let mut _children = Vec::new();
+    // The monitoring `/varz` of the one server the bench started, for messages per task.
+    let mut monitor = None;
     let url = match &args.nats_url {
         Some(u) => u.clone(),
         None if args.cluster => {
@@ -316,25 +547,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         None => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            _children.push(crate::cli::dev::spawn_nats(&dir, port)?);
+            let m = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            _children.push(crate::cli::dev::spawn_nats_monitored(&dir, port, Some(m))?);
+            monitor = Some(format!("http://127.0.0.1:{m}/varz"));
             format!("nats://127.0.0.1:{port}")
         }
     };
     let mut config = Config::from_toml("").map_err(|e| anyhow::anyhow!(e))?;
     config.nats.url = url.clone();
     config.http.listen = "127.0.0.1:0".into();
-    if args.cluster || url.contains(',') {
+    let replicated = args.cluster || url.contains(',');
+    if replicated {
         config.nats.replicas = 3;
     }
-    let mut replicas = Vec::new();
-    for _ in 0..args.replicas.max(1) {
-        replicas.push(
-            service::start(config.clone())
-                .await
-                .context("cannot start jetask for the benchmark")?,
-        );
-    }
-    let svc = replicas.remove(0);
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let jetask = if args.in_process {
+        let mut services = Vec::new();
+        for _ in 0..args.replicas.max(1) {
+            services.push(
+                service::start(config.clone())
+                    .await
+                    .context("cannot start jetask for the benchmark")?,
+            );
+        }
+        Jetask::InProcess(services)
+    } else {
+        let mut children = Vec::new();
+        for n in 0..args.replicas.max(1) {
+            children.push(ServeChild::spawn(&dir, n, &url, replicated)?);
+        }
+        for c in &mut children {
+            c.ready(&http).await?;
+        }
+        Jetask::Children(children)
+    };
+    let nats_pids: Vec<u32> = _children.iter().map(|c| c.0.id()).collect();
+    let jetask_pids = jetask.pids();
     let hidden = args.json;
     let client = crate::store::setup::connect(&config).await?;
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
@@ -380,17 +628,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let function = format!("bench-{}", &run_id[run_id.len() - 8..]);
-    let f = crate::core::function::Function {
-        name: function.clone(),
-        spec: crate::core::function::resolve(
-            // A fixed limit: latency on a CPU-bound box says nothing about the no-op endpoint.
-            &json!({"endpoint": endpoint, "concurrency": {"max": args.concurrency, "adaptive": false}}),
-            &json!({}),
-            config.retention(),
-        )
-        .map_err(|e| anyhow::anyhow!(e))?,
-    };
-    svc.ctx.put_function(&f).await.map_err(|e| anyhow::anyhow!(e))?;
+    // A fixed limit: latency on a CPU-bound box says nothing about the no-op endpoint.
+    let spec = json!({"endpoint": endpoint, "concurrency": {"max": args.concurrency, "adaptive": false}});
+    jetask.put_function(&http, &function, &spec, &config).await?;
 
     // Final events of the run's tasks, as they arrive.
     let total = args.tasks + args.http_tasks;
@@ -460,6 +700,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Paced, each publish is acknowledged before the next: its latency is a light load's.
     let window = if args.rate.is_some() { 1 } else { WINDOW };
     let mut pipe = Pipeline::new(&client, window, bar(args.tasks, "submit", hidden)).await?;
+    // CPU per task is counted over the NATS tasks' end-to-end interval.
+    let cpu_start = Cpu::now(&nats_pids, &jetask_pids);
+    let msgs_start = varz(&http, monitor.as_deref()).await;
     for i in 0..args.tasks {
         if let Some(rate) = args.rate {
             let at = start + Duration::from_secs_f64(i as f64 / rate);
@@ -477,6 +720,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     pipe.finish().await?;
     let submit_secs = start.elapsed().as_secs_f64();
     wait_finished(&mut progress, args.tasks, bar(args.tasks, "finish", hidden)).await;
+    let cpu_per_task = cpu_start.per_task(Cpu::now(&nats_pids, &jetask_pids), args.tasks);
+    let msgs_per_task = msgs_start
+        .zip(varz(&http, monitor.as_deref()).await)
+        .filter(|_| args.tasks > 0)
+        .map(|((in0, out0), (in1, out1))| {
+            let per = |a: u64, b: u64| (b.saturating_sub(a) as f64 / args.tasks as f64 * 10.0).round() / 10.0;
+            json!({"in": per(in0, in1), "out": per(out0, out1)})
+        });
     let (finished, last) = {
         let s = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let done = s.finished.iter().flatten();
@@ -508,8 +759,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // HTTP `:batch`.
     let http_submit_per_s = if args.http_tasks > 0 {
-        let http = reqwest::Client::builder().no_proxy().build()?;
-        let url = format!("http://{}/v1/functions/{function}/tasks:batch", svc.http_addr);
+        let url = format!("{}/v1/functions/{function}/tasks:batch", jetask.http_base());
         let input = String::from_utf8_lossy(&payload).to_string();
         let pb = bar(args.http_tasks, "http", hidden);
         let start = Instant::now();
@@ -562,17 +812,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "latency_ms": {"queue": summary(queue), "run": summary(run), "e2e": summary(e2e)},
         "rss_mb": rss_peak.round(),
         "rss_end_mb": rss_now.round(),
+        "in_process": args.in_process,
+        "cpu_us_per_task": cpu_per_task,
+        "nats_msgs_per_task": msgs_per_task,
     });
     if args.json {
         println!("{report}");
     } else {
         print_table(&report);
     }
-    let _ = svc.ctx.functions.delete(&function).await;
-    svc.stop().await;
-    for r in replicas {
-        r.stop().await;
-    }
+    jetask.stop(&http, &function).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -612,9 +861,37 @@ fn print_table(r: &serde_json::Value) {
             l["max"].as_f64().unwrap_or(0.0)
         );
     }
+    let in_process = r["in_process"].as_bool().unwrap_or(false);
     println!(
-        "peak RSS MB          {}  (the bench process: jetask, client and no-op endpoint)",
-        n(&r["rss_mb"])
+        "peak RSS MB          {}  (the bench process: {}client and no-op endpoint)",
+        n(&r["rss_mb"]),
+        if in_process { "jetask, " } else { "" }
+    );
+    let cpu = &r["cpu_us_per_task"];
+    let us = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    let msgs = &r["nats_msgs_per_task"];
+    println!(
+        "NATS msgs per task   {}",
+        if msgs.is_null() {
+            "-".to_string()
+        } else {
+            format!("{} in, {} out (nats-server /varz)", msgs["in"], msgs["out"])
+        }
+    );
+    println!("CPU µs per task");
+    println!("  nats-server        {}", us(&cpu["nats_server"]));
+    println!(
+        "  jetask             {}",
+        if in_process {
+            "- (in the bench process)".to_string()
+        } else {
+            us(&cpu["jetask"])
+        }
+    );
+    println!(
+        "  client             {}  (the bench process: {}publisher and no-op endpoint)",
+        us(&cpu["client"]),
+        if in_process { "jetask, " } else { "" }
     );
 }
 

@@ -78,12 +78,19 @@ pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
 /// Starts `nats-server` with JetStream in `dir`, on `port`, with a payload limit large enough
 /// for jetask's records.
 pub fn spawn_nats(dir: &Path, port: u16) -> anyhow::Result<NatsChild> {
+    spawn_nats_monitored(dir, port, None)
+}
+
+/// [`spawn_nats`], with the HTTP monitoring endpoints (`/varz`) on `monitor` when given: the
+/// bench reads the server's message counters there.
+pub fn spawn_nats_monitored(dir: &Path, port: u16, monitor: Option<u16>) -> anyhow::Result<NatsChild> {
     std::fs::create_dir_all(dir)?;
     let conf = dir.join("nats.conf");
+    let http = monitor.map(|m| format!("http: 127.0.0.1:{m}\n")).unwrap_or_default();
     std::fs::write(
         &conf,
         format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\n",
+            "listen: 127.0.0.1:{port}\n{http}max_payload: 8MB\njetstream {{\n  store_dir: {:?}\n}}\n",
             dir.join("jetstream").display().to_string()
         ),
     )?;

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod demo;
 pub mod dev;
+pub mod proc_cpu;
 
 use crate::core::config::Config;
 use anyhow::{bail, Context as _};
@@ -79,9 +80,14 @@ pub enum Command {
         /// Skip the raw JetStream publish+consume measurement.
         #[arg(long)]
         no_raw: bool,
-        /// jetask replicas to run, sharing the work (in this process).
+        /// jetask replicas to run, sharing the work: `jetask serve` children, or services in the
+        /// bench process with --in-process.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// Run jetask inside the bench process instead of as `jetask serve` child processes
+        /// (its CPU is then counted as the client's).
+        #[arg(long)]
+        in_process: bool,
         /// Start a 3-node NATS cluster on loopback and run on it with R3 streams and buckets.
         #[arg(long, conflicts_with = "nats_url")]
         cluster: bool,
@@ -550,6 +556,7 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             concurrency,
             no_raw,
             replicas,
+            in_process,
             cluster,
         } => {
             if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
@@ -567,6 +574,7 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
                 concurrency: concurrency.max(1),
                 no_raw,
                 replicas: replicas.clamp(1, 16),
+                in_process,
                 cluster,
             })
             .await?;
