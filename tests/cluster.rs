@@ -12,7 +12,6 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::cluster::Cluster;
 use support::{App, Receiver, Reply};
@@ -43,6 +42,16 @@ async fn put_function(app: &App, name: &str, url: &str, concurrency: u32) {
         )
         .await;
     assert!(put.status < 300, "PUT function: {} {}", put.status, put.body);
+}
+
+/// Two in-process replicas on `cluster` and the function `work` they share: 20 ms calls, at
+/// most 20 at once.
+async fn two_replicas_calling(cluster: &Cluster) -> (App, App, Receiver) {
+    let a = support::start_app(cluster_config(&cluster.urls())).await;
+    let b = support::start_app(cluster_config(&cluster.urls())).await;
+    let fun = endpoint(Duration::from_millis(20)).await;
+    put_function(&a, "work", &fun.url(), 20).await;
+    (a, b, fun)
 }
 
 /// What a paced publisher saw.
@@ -212,10 +221,7 @@ async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up()
 async fn killing_the_submission_streams_leader_under_load_loses_no_task() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start().await;
-    let a = support::start_app(cluster_config(&cluster.urls())).await;
-    let b = support::start_app(cluster_config(&cluster.urls())).await;
-    let fun = endpoint(Duration::from_millis(20)).await;
-    put_function(&a, "work", &fun.url(), 20).await;
+    let (a, b, fun) = two_replicas_calling(&cluster).await;
 
     let publisher = publish_paced(cluster.urls(), "work", "lead", 1000, 100);
     fun.wait_calls(300, Duration::from_secs(60)).await;
@@ -324,10 +330,7 @@ async fn two_replicas_with_no_fault_never_call_a_task_twice() {
 async fn a_node_hung_for_ten_seconds_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let cluster = Cluster::start().await;
-    let a = support::start_app(cluster_config(&cluster.urls())).await;
-    let b = support::start_app(cluster_config(&cluster.urls())).await;
-    let fun = endpoint(Duration::from_millis(20)).await;
-    put_function(&a, "work", &fun.url(), 20).await;
+    let (a, b, fun) = two_replicas_calling(&cluster).await;
     let publisher = publish_paced(cluster.urls(), "work", "hung", 800, 100);
     fun.wait_calls(150, Duration::from_secs(60)).await;
     let leader = cluster.leader_of("JETASK_SUBMIT").await;
@@ -388,17 +391,16 @@ async fn a_replica_killed_mid_run_and_restarted_runs_interrupted_tasks_under_a_h
     let mut first = support::serve_process(&nats, "", &[], Stdio::null()).await;
     put_function(&first.app, "work", &fun.url(), 10).await;
     let js = nats.jetstream().await;
-    let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut ids = Vec::new();
     for i in 0..300 {
         let id = format!("restart-{i:03}");
         support::publish(&js, "work", b"{}", &[("Nats-Msg-Id", &id)]).await;
-        ids.lock().unwrap().push(id);
+        ids.push(id);
     }
     fun.wait_calls(100, Duration::from_secs(60)).await;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     let second = support::serve_process(&nats, "", &[], Stdio::null()).await;
-    let ids = ids.lock().unwrap().clone();
     let records = wait_all_succeeded(&second.app, &ids, Duration::from_secs(60)).await;
     let calls = calls_by_task(&fun);
     assert_no_attempt_called_twice(&calls);

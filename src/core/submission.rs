@@ -309,23 +309,8 @@ mod tests {
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
     fn parse(headers: &[(&str, &str)]) -> Parsed {
-        let map: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let allow = [destination::SubjectPattern::try_from("done".to_string()).unwrap()];
-        let egress = crate::core::egress::Policy::default();
-        let rules = Rules {
-            nats_allow: &allow,
-            egress: &egress,
-        };
-        from_message(
-            "f",
-            |k| map.get(k).map(String::as_str),
-            b"in",
-            42,
-            NOW,
-            WEEK,
-            1024,
-            &rules,
-        )
+        // A submission on a subject that names no user: `from_message` as it stands.
+        parse_on("jetask.submit.f", headers)
     }
 
     #[test]
@@ -379,9 +364,10 @@ mod tests {
 
     fn parse_on(subject: &str, headers: &[(&str, &str)]) -> Parsed {
         let map: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let allow = [destination::SubjectPattern::try_from("done".to_string()).unwrap()];
         let egress = crate::core::egress::Policy::default();
         let rules = Rules {
-            nats_allow: &[],
+            nats_allow: &allow,
             egress: &egress,
         };
         from_message_on(

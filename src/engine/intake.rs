@@ -29,15 +29,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 /// Records one submission, then acknowledges it.
 async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     let Ok(info) = msg.info() else {
-        // Not a JetStream delivery: nothing to record it under, and redelivery would not help.
-        crate::engine::poison::report(
-            ctx,
-            crate::engine::poison::Kind::NoMetadata,
-            0,
-            "",
-            "a delivery without JetStream metadata",
-        );
-        let _ = msg.ack_with(AckKind::Term).await;
+        crate::engine::poison::terminate_without_metadata(ctx, &msg).await;
         return;
     };
     let (seq, accepted_at) = (info.stream_sequence, Timestamp(info.published.timestamp_millis()));

@@ -39,6 +39,13 @@ impl Kind {
     }
 }
 
+/// Ends a delivery that carries no JetStream metadata (no sequence, nothing to record it
+/// under): counted, logged and terminated, since redelivering it would not help.
+pub async fn terminate_without_metadata(ctx: &Ctx, msg: &async_nats::jetstream::Message) {
+    report(ctx, Kind::NoMetadata, 0, "", "a delivery without JetStream metadata");
+    let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+}
+
 /// Counts and logs a poison message: the one place both happen, so that they agree.
 pub fn report(ctx: &Ctx, kind: Kind, seq: u64, task_id: &str, why: &str) {
     ctx.metrics.poison();

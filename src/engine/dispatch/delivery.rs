@@ -75,15 +75,7 @@ async fn settle_unreadable(
 /// Handles one delivery of a submission.
 pub(super) async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, waited: Option<Duration>) {
     let Ok(info) = msg.info() else {
-        // Not a JetStream delivery: nothing to run or record, and redelivery would not help.
-        crate::engine::poison::report(
-            ctx,
-            crate::engine::poison::Kind::NoMetadata,
-            0,
-            "",
-            "a delivery without JetStream metadata",
-        );
-        let _ = msg.ack_with(AckKind::Term).await;
+        crate::engine::poison::terminate_without_metadata(ctx, &msg).await;
         return;
     };
     let (seq, delivered) = (info.stream_sequence, info.delivered);
