@@ -23,6 +23,20 @@ async fn wait_listed(app: &App, query: &str, n: usize) {
     .await;
 }
 
+/// Runs bulk `op` (`stop` or `replay`) over HTTP with `filter`, expecting 200 with `n` tasks
+/// matched and acted on; the answer.
+async fn bulk(app: &App, op: &str, filter: Value, n: u64) -> support::Answer {
+    let a = app.post(&format!("/v1/tasks:{op}"), filter.to_string(), &[]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        (a.body["matched"].as_u64(), a.body["acted"].as_u64()),
+        (Some(n), Some(n)),
+        "{}",
+        a.body
+    );
+    a
+}
+
 fn ids(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .unwrap()
@@ -59,20 +73,7 @@ async fn a_bulk_replay_replays_exactly_the_failed_tasks_over_http_and_nats() {
     wait_listed(&app, "function=flaky&status=Failed", 3).await;
     wait_listed(&app, "function=flaky&status=Succeeded", 2).await;
 
-    let a = app
-        .post(
-            "/v1/tasks:replay",
-            json!({"function": "flaky", "status": "Failed"}).to_string(),
-            &[],
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(
-        (a.body["matched"].as_u64(), a.body["acted"].as_u64()),
-        (Some(3), Some(3)),
-        "{}",
-        a.body
-    );
+    let a = bulk(&app, "replay", json!({"function": "flaky", "status": "Failed"}), 3).await;
     assert_eq!(a.body["skipped"], 0);
     let new = ids(&a.body["task_ids"]);
     assert_eq!(new.len(), 3);
@@ -137,20 +138,7 @@ async fn a_bulk_stop_stops_every_delayed_task_and_bad_filters_are_refused() {
     }
     wait_listed(&app, "function=later&status=Enqueued", 5).await;
 
-    let a = app
-        .post(
-            "/v1/tasks:stop",
-            json!({"function": "later", "status": "Enqueued"}).to_string(),
-            &[],
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(
-        (a.body["matched"].as_u64(), a.body["acted"].as_u64()),
-        (Some(5), Some(5)),
-        "{}",
-        a.body
-    );
+    bulk(&app, "stop", json!({"function": "later", "status": "Enqueued"}), 5).await;
     for id in &delayed {
         assert_eq!(app.task(id).await.unwrap()["status"], "Stopped");
     }
