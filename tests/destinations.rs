@@ -182,7 +182,10 @@ async fn a_forbidden_destination_stored_before_the_rule_is_refused_at_delivery_a
         "nats:jetask.control.stop".to_string(),
         "nats:_INBOX.x".to_string(),
     ];
-    // A plain subscriber on each subject sees whatever jetask would publish there.
+    // A plain subscriber on each subject sees whatever jetask would publish there. Intake's own
+    // late create of the victim's record (refused: it exists) is a publish on its subject too, so
+    // the listeners start once intake is done with every submission so far.
+    wait_consumer_idle(&nats.jetstream().await, "intake", T).await;
     let client = nats.client().await;
     let mut listeners = Vec::new();
     for dest in &attacks {

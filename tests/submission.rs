@@ -73,16 +73,7 @@ async fn a_resubmitted_id_never_runs_twice_inside_or_after_the_duplicate_window(
     );
 
     // The late copy is consumed and dropped: wait until the function's consumer has nothing left.
-    let stream = js.get_stream("JETASK_SUBMIT").await.unwrap();
-    wait_for("late copy consumed", T, || {
-        let stream = stream.clone();
-        async move {
-            let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("fn-once").await.unwrap();
-            let info = c.info().await.unwrap();
-            info.num_pending == 0 && info.num_ack_pending == 0
-        }
-    })
-    .await;
+    wait_consumer_idle(&js, "fn-once", T).await;
     assert_eq!(rx.count(), 1, "ran exactly once");
     app.stop().await;
 }
@@ -273,16 +264,8 @@ async fn a_nats_submission_is_visible_within_a_second_while_its_function_holds_1
     while let Some(a) = futures::StreamExt::next(&mut inflight).await {
         a.unwrap();
     }
+    wait_consumer_idle(&js, "intake", Duration::from_secs(120)).await;
     let stream = js.get_stream("JETASK_SUBMIT").await.unwrap();
-    wait_for("intake to record the backlog", Duration::from_secs(120), || {
-        let stream = stream.clone();
-        async move {
-            let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("intake").await.unwrap();
-            let i = c.info().await.unwrap();
-            i.num_pending == 0 && i.num_ack_pending == 0
-        }
-    })
-    .await;
     let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("fn-deep").await.unwrap();
     assert!(
         c.info().await.unwrap().num_pending > 99_000,

@@ -415,6 +415,21 @@ where
     }
 }
 
+/// Waits until the `JETASK_SUBMIT` consumer `name` has nothing pending and nothing unacked: every
+/// submission it was given has been handled, including the writes it made on the way.
+pub async fn wait_consumer_idle(js: &async_nats::jetstream::Context, name: &str, within: Duration) {
+    let stream = js.get_stream("JETASK_SUBMIT").await.unwrap();
+    wait_for(&format!("consumer {name} to be idle"), within, || {
+        let stream = stream.clone();
+        async move {
+            let mut c: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(name).await.unwrap();
+            let info = c.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        }
+    })
+    .await;
+}
+
 /// The states of a task record's history, oldest first.
 pub fn states(record: &Value) -> Vec<String> {
     record["events"]
