@@ -1,84 +1,12 @@
-//! The list index: which tasks exist, newest first, with the fields lists filter on. Each replica
-//! keeps its own in an SQLite file in a temp dir (memory stays bounded however many tasks there
-//! are), fed by a headers-only consumer of the `JETASK_TASKS` bucket: record writes carry their
-//! function, status, user and creation time as headers, so no record body is parsed. The index
-//! is rebuilt from the bucket at every start; it is a view, never the truth.
+//! The index's SQLite table: its schema, the changes applied to it and the queries on it.
 
-use crate::core::subjects::{self, headers as h};
+use super::{Change, IndexError, Query, QueueCounts};
 use crate::core::task::Status;
 use crate::core::time::Timestamp;
-use async_nats::jetstream::{self, consumer};
-use futures::{FutureExt, StreamExt};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-/// Record writes applied in one transaction at most.
-const MAX_BATCH: usize = 1024;
-/// How long the follower gathers writes before applying them, once caught up.
-const GATHER: Duration = Duration::from_millis(10);
-/// The same while writes come in by the dozen: longer than a short call takes under load
-/// (15–20 ms), so that a task's start and end make one upsert. Not always: a list read just
-/// after a lone write (a task seen `Failed`, then the dead-letter list) would miss it longer.
-const GATHER_BUSY: Duration = Duration::from_millis(40);
-/// Writes arriving at once that make the follower busy.
-const BUSY: usize = 64;
-
-/// A list query (CONTRACT §4 queries).
-#[derive(Clone, Debug, Default)]
-pub struct Query {
-    pub function: Option<String>,
-    pub status: Option<Status>,
-    pub user: Option<String>,
-    pub since: Option<Timestamp>,
-    pub until: Option<Timestamp>,
-    pub limit: usize,
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error("invalid cursor {0:?}: pass next_cursor from the previous page unchanged")]
-    Cursor(String),
-    #[error("task index: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("task index: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// One change the follower applies.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    Upsert {
-        id: String,
-        function: String,
-        user: String,
-        status: Status,
-        created: i64,
-        updated: i64,
-        /// When a waiting task (delayed or backing off) is next due, in ms; 0 when not waiting.
-        due: i64,
-    },
-    Remove {
-        id: String,
-    },
-}
-
-impl Change {
-    pub fn id(&self) -> &str {
-        match self {
-            Change::Upsert { id, .. } | Change::Remove { id } => id,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    pub running: usize,
-    pub delayed: usize,
-}
 
 pub struct Index {
     writer: Mutex<Connection>,
@@ -306,128 +234,9 @@ impl Index {
         self.is_ready.load(Ordering::Acquire)
     }
 
-    fn mark_ready(&self) {
+    pub(super) fn mark_ready(&self) {
         self.is_ready.store(true, Ordering::Release);
     }
-
-    /// Follows the tasks bucket until `shutdown`.
-    pub async fn follow(self: Arc<Self>, js: jetstream::Context, retention: Duration, shutdown: CancellationToken) {
-        let stream_name = format!("KV_{}", subjects::TASKS_BUCKET);
-        let prefix = format!("$KV.{}.", subjects::TASKS_BUCKET);
-        let mut pruned_at = Timestamp::now();
-        loop {
-            let consumer = async {
-                let stream = js.get_stream(&stream_name).await.map_err(|e| e.to_string())?;
-                let empty = stream.get_info().await.map_err(|e| e.to_string())?.state.messages == 0;
-                let c = stream
-                    .create_consumer(consumer::pull::OrderedConfig {
-                        filter_subject: format!("{prefix}>"),
-                        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                        headers_only: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let msgs = c.messages().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((msgs, empty))
-            }
-            .await;
-            let (msgs, empty) = match consumer {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot follow task records; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            if empty {
-                self.mark_ready();
-            }
-            let mut chunks = msgs.ready_chunks(MAX_BATCH);
-            loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    m = chunks.next() => m,
-                };
-                let Some(mut batch) = next else { break };
-                if self.ready() && batch.len() < MAX_BATCH {
-                    // A task's writes come in quick succession (its start, then often its end):
-                    // gathered a moment longer, they make one upsert instead of several.
-                    tokio::time::sleep(if batch.len() >= BUSY { GATHER_BUSY } else { GATHER }).await;
-                    while batch.len() < MAX_BATCH {
-                        match chunks.next().now_or_never() {
-                            Some(Some(more)) => batch.extend(more),
-                            _ => break,
-                        }
-                    }
-                }
-                let mut changes = Vec::with_capacity(batch.len());
-                let mut caught_up = false;
-                let mut failed = false;
-                for m in batch {
-                    match m {
-                        Ok(msg) => {
-                            caught_up |= msg.info().is_ok_and(|i| i.pending == 0);
-                            changes.extend(change_of(&msg, &prefix));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "task record follower failed; resubscribing");
-                            failed = true;
-                        }
-                    }
-                }
-                // Only the last change of each task in a chunk matters.
-                let mut seen = std::collections::HashSet::new();
-                changes.reverse();
-                changes.retain(|c| seen.insert(c.id().to_string()));
-                changes.reverse();
-                let index = self.clone();
-                let applied = tokio::task::spawn_blocking(move || index.apply_all(&changes)).await;
-                if let Ok(Err(e)) | Err(e) = applied.map_err(|e| IndexError::Io(std::io::Error::other(e))) {
-                    tracing::warn!(error = %e, "cannot update the task index");
-                }
-                if caught_up && !self.ready() {
-                    self.mark_ready();
-                }
-                let now = Timestamp::now();
-                if now.since(pruned_at) > 60_000 {
-                    pruned_at = now;
-                    let index = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || index.prune(now, retention)).await;
-                }
-                if failed {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// The change a record write (headers only) means for the index.
-fn change_of(msg: &jetstream::Message, prefix: &str) -> Option<Change> {
-    let id = msg.subject.as_str().strip_prefix(prefix)?.to_string();
-    let headers = msg.headers.as_ref();
-    let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
-    if matches!(get("KV-Operation").as_deref(), Some("DEL") | Some("PURGE")) {
-        return Some(Change::Remove { id });
-    }
-    let status = Status::parse(&get(h::INDEX_STATUS)?)?;
-    let created = get(h::INDEX_CREATED)?.parse::<i64>().ok()?;
-    let updated = msg
-        .info()
-        .map(|i| i.published.timestamp_millis())
-        .unwrap_or_else(|_| Timestamp::now().millis());
-    Some(Change::Upsert {
-        id,
-        function: get(h::INDEX_FUNCTION)?,
-        user: get(h::INDEX_USER)?,
-        status,
-        created,
-        updated,
-        due: get(h::INDEX_DUE).and_then(|d| d.parse().ok()).unwrap_or(0),
-    })
 }
 
 #[cfg(test)]
