@@ -11,7 +11,6 @@ mod client;
 pub mod demo;
 pub mod dev;
 mod functions;
-pub mod proc_cpu;
 mod render;
 mod schedules;
 mod tasks;
