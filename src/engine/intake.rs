@@ -79,6 +79,12 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         if let Some(wait) = DEFER.checked_sub(age) {
             tokio::time::sleep(wait).await;
         }
+        // This replica's dispatcher created it meanwhile: a create now would fail, at the cost
+        // of a KV write and its answer.
+        if ctx.revisions.take_dispatched(&t.record.id, seq) {
+            let _ = msg.ack().await;
+            return;
+        }
     }
     match ctx.tasks.create(&t.record).await {
         Ok(revision) => {

@@ -57,7 +57,12 @@ pub async fn commit(
         None
     };
     let revision = if persist {
-        ctx.tasks.update(&record, current.revision).await?
+        let revision = ctx.tasks.update(&record, current.revision).await?;
+        if current.revision == 0 {
+            // Created by this write: intake need not try (see `intake::record`).
+            ctx.revisions.dispatched(&record.id, record.seq);
+        }
+        revision
     } else {
         current.revision
     };

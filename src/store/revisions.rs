@@ -1,8 +1,14 @@
-//! The revisions of records this replica's intake has just created, so that the first delivery
-//! of their submissions writes over them without reading them back (one JetStream round trip
-//! and one decode less per task). The record itself is rebuilt from the submission, which is
-//! what intake built it from. A hint only: every write is compare-and-swap on the revision, so
-//! a stale or wrong entry costs a failed write and a read, never a lost change.
+//! What this replica has just written of records it will write again soon, to spare a
+//! JetStream operation per task:
+//! - the revisions of records its intake has just created, so that the first delivery of their
+//!   submissions writes over them without reading them back (one round trip and one decode less
+//!   per task; the record itself is rebuilt from the submission, which is what intake built it
+//!   from);
+//! - the records its dispatcher created with their first write (a fresh delivery ahead of
+//!   intake), so that intake does not try a create bound to fail (a KV write and its answer).
+//!
+//! Hints only: every write is compare-and-swap on the revision, so a stale or wrong entry costs
+//! a failed write and a read, never a lost change; a missing one costs the operation it spares.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -23,6 +29,9 @@ pub struct Revisions {
 struct Inner {
     by_id: HashMap<u64, (u64, u64)>,
     order: VecDeque<u64>,
+    /// Task ID (hashed) → the stream sequence of the submission whose delivery created it.
+    dispatched: HashMap<u64, u64>,
+    dispatched_order: VecDeque<u64>,
 }
 
 impl Default for Revisions {
@@ -53,6 +62,28 @@ impl Revisions {
         }
     }
 
+    /// The dispatcher created task `id`'s record from the submission at `seq`.
+    pub fn dispatched(&self, id: &str, seq: u64) {
+        let key = self.key(id);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.dispatched.insert(key, seq).is_none() {
+            inner.dispatched_order.push_back(key);
+        }
+        while inner.dispatched_order.len() > CAPACITY {
+            if let Some(old) = inner.dispatched_order.pop_front() {
+                inner.dispatched.remove(&old);
+            }
+        }
+    }
+
+    /// Whether the dispatcher created task `id`'s record from the submission at `seq` (then
+    /// intake has nothing to create); the entry is used up.
+    pub fn take_dispatched(&self, id: &str, seq: u64) -> bool {
+        let key = self.key(id);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.dispatched.remove(&key) == Some(seq)
+    }
+
     /// The revision intake created task `id`'s record at, if it did so from the submission at
     /// `seq`; the entry is used up (a later write has a later revision).
     pub fn take(&self, id: &str, seq: u64) -> Option<u64> {
@@ -80,6 +111,17 @@ mod tests {
         assert_eq!(r.take("t1", 10), Some(100));
         assert_eq!(r.take("t1", 10), None, "used up");
         assert_eq!(r.take("t2", 10), None);
+    }
+
+    #[test]
+    fn a_dispatcher_creation_is_known_once_and_only_for_its_own_submission() {
+        let r = Revisions::default();
+        r.dispatched("t1", 10);
+        assert!(!r.take_dispatched("t1", 11), "another submission with the same ID");
+        r.dispatched("t1", 10);
+        assert!(r.take_dispatched("t1", 10));
+        assert!(!r.take_dispatched("t1", 10), "used up");
+        assert!(!r.take_dispatched("t2", 10));
     }
 
     #[test]
