@@ -92,63 +92,16 @@ pub(super) async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, w
     let spec = ctx.function(function).await;
     let span = tracing::info_span!("task", task_id = %parsed.task.id, function = %function);
     let persist = spec.as_ref().map(|s| s.task_mode).unwrap_or(true);
-    let id = parsed.task.id.clone();
     let settle = async {
         let mut task = if persist {
-            match find(ctx, parsed, accepted_at, delivered).await {
-                Ok(Some(v)) if v.record.seq == seq => v,
-                Ok(Some(v)) => {
-                    tracing::info!(
-                        seq,
-                        recorded_seq = v.record.seq,
-                        "not run: the task ID is recorded for another submission (a duplicate)"
-                    );
-                    return Settle::Ack;
-                }
-                Ok(None) => {
-                    tracing::info!(seq, "not run: the task's record was deleted");
-                    return Settle::Ack;
-                }
-                // Its record cannot be decoded: no delivery will change that (a few more in
-                // case another replica is mid-upgrade), so it is not redelivered for ever.
-                Err(e @ StoreError::Corrupt(_)) if delivered >= crate::engine::poison::MAX_FAILED_DELIVERIES => {
-                    crate::engine::poison::report(
-                        ctx,
-                        crate::engine::poison::Kind::Unrecordable,
-                        seq,
-                        &id,
-                        &e.to_string(),
-                    );
-                    return Settle::Terminate;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read task record; will retry");
-                    return Settle::Later(Duration::from_secs(1));
-                }
+            match recorded_task(ctx, parsed, seq, accepted_at, delivered).await {
+                Ok(v) => v,
+                Err(settle) => return settle,
             }
         } else {
-            // Task mode off: the same lifecycle, kept in memory only; attempts from deliveries.
-            let t = machine::create(parsed.task, parsed.invalid, accepted_at);
-            if delivered == 1 {
-                records::publish(ctx, &t.record, &t.effects).await;
-            }
-            let mut record = t.record;
-            if record.status == Status::Enqueued && delivered > 1 {
-                record.status = Status::Retrying;
-                record.attempts = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
-            }
-            Versioned { record, revision: 0 }
+            unrecorded_task(ctx, parsed, accepted_at, delivered).await
         };
-        // A wait for the function's rate limit goes into the history with the start.
-        if let Some(w) = waited.filter(|w| *w >= Duration::from_millis(1)) {
-            let why = format!(
-                "waited {} for rate_limit",
-                crate::core::duration::Dur(Duration::from_millis(w.as_millis() as u64))
-            );
-            if let Some(noted) = machine::note_wait(&task.record, &why, Timestamp::now()) {
-                task.record = noted;
-            }
-        }
+        note_rate_wait(&mut task, waited);
         drive(ctx, task, spec.as_deref(), Some(&acker), persist).await
     }
     .instrument(span)
@@ -160,6 +113,70 @@ pub(super) async fn handle(ctx: &Ctx, function: &str, msg: jetstream::Message, w
     };
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(error = %e, "cannot settle submission; it will be redelivered");
+    }
+}
+
+/// The record a delivery of a recorded task works on (see [`find`]), or how to settle the
+/// delivery when there is nothing to run.
+async fn recorded_task(
+    ctx: &Ctx,
+    parsed: submission::Parsed,
+    seq: u64,
+    accepted_at: Timestamp,
+    delivered: i64,
+) -> Result<Versioned, Settle> {
+    let id = parsed.task.id.clone();
+    match find(ctx, parsed, accepted_at, delivered).await {
+        Ok(Some(v)) if v.record.seq == seq => Ok(v),
+        Ok(Some(v)) => {
+            tracing::info!(
+                seq,
+                recorded_seq = v.record.seq,
+                "not run: the task ID is recorded for another submission (a duplicate)"
+            );
+            Err(Settle::Ack)
+        }
+        Ok(None) => {
+            tracing::info!(seq, "not run: the task's record was deleted");
+            Err(Settle::Ack)
+        }
+        // Its record cannot be decoded: no delivery will change that (a few more in case
+        // another replica is mid-upgrade), so it is not redelivered for ever.
+        Err(e @ StoreError::Corrupt(_)) if delivered >= crate::engine::poison::MAX_FAILED_DELIVERIES => {
+            crate::engine::poison::report(ctx, crate::engine::poison::Kind::Unrecordable, seq, &id, &e.to_string());
+            Err(Settle::Terminate)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read task record; will retry");
+            Err(Settle::Later(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Task mode off: the same lifecycle, kept in memory only; attempts counted from deliveries.
+async fn unrecorded_task(ctx: &Ctx, parsed: submission::Parsed, accepted_at: Timestamp, delivered: i64) -> Versioned {
+    let t = machine::create(parsed.task, parsed.invalid, accepted_at);
+    if delivered == 1 {
+        records::publish(ctx, &t.record, &t.effects).await;
+    }
+    let mut record = t.record;
+    if record.status == Status::Enqueued && delivered > 1 {
+        record.status = Status::Retrying;
+        record.attempts = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
+    }
+    Versioned { record, revision: 0 }
+}
+
+/// A wait for the function's rate limit goes into the history with the start.
+fn note_rate_wait(task: &mut Versioned, waited: Option<Duration>) {
+    if let Some(w) = waited.filter(|w| *w >= Duration::from_millis(1)) {
+        let why = format!(
+            "waited {} for rate_limit",
+            crate::core::duration::Dur(Duration::from_millis(w.as_millis() as u64))
+        );
+        if let Some(noted) = machine::note_wait(&task.record, &why, Timestamp::now()) {
+            task.record = noted;
+        }
     }
 }
 
@@ -239,86 +256,9 @@ async fn drive(
     let mut as_found = true;
     loop {
         let now = Timestamp::now();
-        let r = &v.record;
-        let events = match r.status {
-            s if s.is_terminal() => {
-                // Found finished with its delivery pending (a crash between the write and the
-                // queueing): queue it again, deduplicated. A write of this delivery queued it.
-                if let Some(job) = crate::engine::callback::pending_job(r).filter(|_| as_found) {
-                    if crate::engine::callback::enqueue(ctx, &job).await.is_err() {
-                        return Settle::Later(Duration::from_secs(1));
-                    }
-                }
-                if as_found {
-                    tracing::info!(status = %r.status, "not run: the task is already settled");
-                }
-                return Settle::Ack;
-            }
-            Status::Stopping => vec![Event::Stop],
-            Status::Running if attempt_alive(ctx, r) => {
-                // Its attempt is in flight on a live replica (a head start, or another
-                // replica's): wait for it to finish.
-                return Settle::Later(HOLDER_WAIT);
-            }
-            Status::Running if !ctx.replicas.can_judge() => {
-                // This replica cannot tell a busy holder from a lost one (NATS is failing
-                // over, or it has only just started): look again later.
-                tracing::info!(holder = ?r.holder, "attempt holder's state unknown; waiting");
-                return Settle::Later(HOLDER_WAIT);
-            }
-            Status::Running => {
-                // Delivered again while recorded Running: the attempt's replica was lost.
-                let retry_at = spec.filter(|s| r.attempts < s.max_attempts).map(|_| now);
-                let error = TaskError::new(
-                    ErrorType::Unreachable,
-                    "attempt interrupted: its dispatcher stopped before recording an outcome",
-                );
-                vec![Event::Fail {
-                    error,
-                    retry_at,
-                    detail: "interrupted".into(),
-                }]
-            }
-            Status::Enqueued | Status::Dequeued | Status::Retrying => {
-                if let Some(at) = r.next_attempt_at.or(r.not_before).filter(|at| *at > now) {
-                    return Settle::Later(now.until(at));
-                }
-                match spec {
-                    Some(s) if s.enabled => {
-                        if outcome::is_expired(r, s, now) {
-                            vec![Event::Expire {
-                                reason: format!("older than max_event_age {}", s.max_event_age),
-                            }]
-                        } else {
-                            let start = Event::Start {
-                                attempt: r.attempts + 1,
-                            };
-                            if r.status == Status::Dequeued {
-                                vec![start]
-                            } else {
-                                vec![Event::Dequeue, start]
-                            }
-                        }
-                    }
-                    _ => {
-                        let why = match spec {
-                            Some(_) => format!("function {:?} is disabled", r.function),
-                            None => format!("no such function: {:?}", r.function),
-                        };
-                        if r.status == Status::Enqueued {
-                            vec![Event::Invalidate { reason: why }]
-                        } else {
-                            vec![Event::Expire {
-                                reason: format!("cannot run any more: {why}"),
-                            }]
-                        }
-                    }
-                }
-            }
-            _ => {
-                tracing::info!(status = %r.status, "not run: nothing to do in this state");
-                return Settle::Ack;
-            }
+        let events = match decide(ctx, &v.record, spec, now, as_found).await {
+            Ok(events) => events,
+            Err(settle) => return settle,
         };
         // An attempt is run only by the replica whose own write put the record into `Running`
         // for it: claimed here before the write (so that another delivery on this replica sees
@@ -352,6 +292,107 @@ async fn drive(
             };
         }
     }
+}
+
+/// What to do with a task in the state its record is in: the events to write next, or how to
+/// settle its delivery now. `as_found`: the record was read as it is, not written by this
+/// delivery.
+async fn decide(
+    ctx: &Ctx,
+    r: &crate::core::task::TaskRecord,
+    spec: Option<&FunctionSpec>,
+    now: Timestamp,
+    as_found: bool,
+) -> Result<Vec<Event>, Settle> {
+    let events = match r.status {
+        s if s.is_terminal() => {
+            // Found finished with its delivery pending (a crash between the write and the
+            // queueing): queue it again, deduplicated. A write of this delivery queued it.
+            if let Some(job) = crate::engine::callback::pending_job(r).filter(|_| as_found) {
+                if crate::engine::callback::enqueue(ctx, &job).await.is_err() {
+                    return Err(Settle::Later(Duration::from_secs(1)));
+                }
+            }
+            if as_found {
+                tracing::info!(status = %r.status, "not run: the task is already settled");
+            }
+            return Err(Settle::Ack);
+        }
+        Status::Stopping => vec![Event::Stop],
+        Status::Running if attempt_alive(ctx, r) => {
+            // Its attempt is in flight on a live replica (a head start, or another
+            // replica's): wait for it to finish.
+            return Err(Settle::Later(HOLDER_WAIT));
+        }
+        Status::Running if !ctx.replicas.can_judge() => {
+            // This replica cannot tell a busy holder from a lost one (NATS is failing
+            // over, or it has only just started): look again later.
+            tracing::info!(holder = ?r.holder, "attempt holder's state unknown; waiting");
+            return Err(Settle::Later(HOLDER_WAIT));
+        }
+        Status::Running => {
+            // Delivered again while recorded Running: the attempt's replica was lost.
+            let retry_at = spec.filter(|s| r.attempts < s.max_attempts).map(|_| now);
+            let error = TaskError::new(
+                ErrorType::Unreachable,
+                "attempt interrupted: its dispatcher stopped before recording an outcome",
+            );
+            vec![Event::Fail {
+                error,
+                retry_at,
+                detail: "interrupted".into(),
+            }]
+        }
+        Status::Enqueued | Status::Dequeued | Status::Retrying => to_run(r, spec, now)?,
+        _ => {
+            tracing::info!(status = %r.status, "not run: nothing to do in this state");
+            return Err(Settle::Ack);
+        }
+    };
+    Ok(events)
+}
+
+/// A task waiting to run: not before its due moment, expired past its age, invalid or expired
+/// when its function is gone or disabled, else started.
+fn to_run(
+    r: &crate::core::task::TaskRecord,
+    spec: Option<&FunctionSpec>,
+    now: Timestamp,
+) -> Result<Vec<Event>, Settle> {
+    if let Some(at) = r.next_attempt_at.or(r.not_before).filter(|at| *at > now) {
+        return Err(Settle::Later(now.until(at)));
+    }
+    Ok(match spec {
+        Some(s) if s.enabled => {
+            if outcome::is_expired(r, s, now) {
+                vec![Event::Expire {
+                    reason: format!("older than max_event_age {}", s.max_event_age),
+                }]
+            } else {
+                let start = Event::Start {
+                    attempt: r.attempts + 1,
+                };
+                if r.status == Status::Dequeued {
+                    vec![start]
+                } else {
+                    vec![Event::Dequeue, start]
+                }
+            }
+        }
+        _ => {
+            let why = match spec {
+                Some(_) => format!("function {:?} is disabled", r.function),
+                None => format!("no such function: {:?}", r.function),
+            };
+            if r.status == Status::Enqueued {
+                vec![Event::Invalidate { reason: why }]
+            } else {
+                vec![Event::Expire {
+                    reason: format!("cannot run any more: {why}"),
+                }]
+            }
+        }
+    })
 }
 
 /// How long a delivery that finds its task running elsewhere waits before looking again.
