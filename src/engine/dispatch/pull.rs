@@ -182,15 +182,9 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
     while !stop.is_cancelled() {
         let c = match &consumer {
             Some(c) => c,
-            None => match setup::ensure_dispatch_consumer(&ctx.nats.submit, &name, ack_wait).await {
-                Ok(c) => consumer.insert(c),
-                Err(e) => {
-                    tracing::warn!(function = %name, error = %e, "cannot create dispatch consumer; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
+            None => match open_consumer(&ctx, &name, ack_wait, &stop).await {
+                Some(c) => consumer.insert(c),
+                None => return,
             },
         };
         let spec = ctx.registry.get(&name);
@@ -211,23 +205,12 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
             }
             continue;
         }
-        // Pull no more than the rate allows now: messages held back would time out.
-        let mut want = free.min(MAX_BATCH);
-        let mut waited = None;
         let rate_limit = spec.as_deref().and_then(|s| s.rate_limit.clone());
-        if let Some(rl) = &rate_limit {
-            match take_rate_tokens(&ctx, &name, &mut rate, rl, want, &stop).await {
-                Some((n, w)) => (want, waited) = (n, w),
-                None => return,
-            }
-        }
-        let expires = if rate_limit.is_some() {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(5)
+        let Some(pull) = pull_size(&ctx, &name, &mut rate, rate_limit.as_ref(), free, &stop).await else {
+            return;
         };
-        let batch = c.batch().max_messages(want).expires(expires).messages().await;
-        let mut batch = match batch {
+        let batch = c.batch().max_messages(pull.want).expires(pull.expires).messages().await;
+        let batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(function = %name, error = %e, "pull failed; retrying");
@@ -238,21 +221,67 @@ pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: Cancellatio
                 }
             }
         };
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = batch.next() => m,
-            };
-            match next {
-                Some(Ok(msg)) => slot.take(spec.as_deref(), &mut users, msg, waited),
-                Some(Err(e)) => {
-                    tracing::debug!(function = %name, error = %e, "pull batch ended");
-                    break;
+        if !slot
+            .take_batch(batch, spec.as_deref(), &mut users, pull.waited, &stop)
+            .await
+        {
+            return;
+        }
+    }
+}
+
+/// The function's durable consumer, created when missing; `None` once stopped.
+async fn open_consumer(
+    ctx: &Ctx,
+    name: &str,
+    ack_wait: Duration,
+    stop: &CancellationToken,
+) -> Option<jetstream::consumer::PullConsumer> {
+    loop {
+        match setup::ensure_dispatch_consumer(&ctx.nats.submit, name, ack_wait).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                tracing::warn!(function = %name, error = %e, "cannot create dispatch consumer; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                None => break,
             }
         }
     }
+}
+
+/// How many messages one pull asks for, for how long, and the rate wait they cost.
+struct Pull {
+    want: usize,
+    expires: Duration,
+    waited: Option<Duration>,
+}
+
+/// Pulls no more than the rate allows now (messages held back would time out): with a
+/// `rate_limit`, waits for tokens and pulls with a short expiry. `None` once stopped.
+async fn pull_size(
+    ctx: &Ctx,
+    name: &str,
+    rate: &mut FunctionRate,
+    rate_limit: Option<&RateLimit>,
+    free: usize,
+    stop: &CancellationToken,
+) -> Option<Pull> {
+    let want = free.min(MAX_BATCH);
+    let Some(rl) = rate_limit else {
+        return Some(Pull {
+            want,
+            expires: Duration::from_secs(5),
+            waited: None,
+        });
+    };
+    let (want, waited) = take_rate_tokens(ctx, name, rate, rl, want, stop).await?;
+    Some(Pull {
+        want,
+        expires: Duration::from_secs(1),
+        waited,
+    })
 }
 
 /// This replica's part of the function's concurrency, given what the others hold.
@@ -320,6 +349,31 @@ impl Slot<'_> {
             });
         }
         free
+    }
+
+    /// Takes the messages of one pull as they come, until the pull ends; `false` once stopped.
+    async fn take_batch(
+        &self,
+        mut batch: jetstream::consumer::pull::Batch,
+        spec: Option<&FunctionSpec>,
+        users: &mut UserRates,
+        waited: Option<Duration>,
+        stop: &CancellationToken,
+    ) -> bool {
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return false,
+                m = batch.next() => m,
+            };
+            match next {
+                Some(Ok(msg)) => self.take(spec, users, msg, waited),
+                Some(Err(e)) => {
+                    tracing::debug!(function = %self.name, error = %e, "pull batch ended");
+                    return true;
+                }
+                None => return true,
+            }
+        }
     }
 
     /// Takes one pulled submission: parks it while it is not due or its user's turn has not
