@@ -114,29 +114,7 @@ async fn run_attempt(
         _ = guard.token.cancelled() => None,
     };
     let now = Timestamp::now();
-    let signal = match &outcome {
-        Some(Outcome::Success { .. } | Outcome::Fatal(_) | Outcome::Accepted) => limits::Signal::Answered,
-        Some(Outcome::Throttled { .. }) => limits::Signal::Overloaded,
-        Some(Outcome::Retryable(e)) if e.kind == ErrorType::Timeout => limits::Signal::Overloaded,
-        _ => limits::Signal::Neutral,
-    };
-    slots.sample(started.elapsed(), signal, running);
-    if let Some(Outcome::Throttled { .. }) = &outcome {
-        ctx.metrics.throttled(&r.function, "endpoint");
-    }
-    if !matches!(outcome, Some(Outcome::Accepted)) || !persist {
-        let label = crate::engine::metrics::outcome_label(outcome.as_ref());
-        let took = started.elapsed();
-        ctx.metrics.attempt(&r.function, &label, took);
-        // Failures are worth a line at the default level; successes only when debugging.
-        let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        match &outcome {
-            Some(Outcome::Retryable(e) | Outcome::Fatal(e)) => {
-                tracing::info!(outcome = %label, took_ms, error = %e.message, "attempt failed")
-            }
-            _ => tracing::debug!(outcome = %label, took_ms, "attempt finished"),
-        }
-    }
+    note_answer(ctx, &r.function, &slots, started, running, outcome.as_ref(), persist);
     let event = match outcome {
         // Aborted by a stop request: the record says Stopping; the caller finishes it.
         None => None,
@@ -170,6 +148,42 @@ async fn run_attempt(
     let recorded = keep_alive(record_outcome(ctx, &v, ev, now, persist, spec), acker, ack_wait).await;
     drop(guard);
     recorded.map(|(next, written)| (next, !written))
+}
+
+/// What an attempt's answer teaches: the adaptive limit's sample, the throttling count, and
+/// (but for a 202, whose attempt goes on) the attempt's metric and log line.
+fn note_answer(
+    ctx: &Ctx,
+    function: &str,
+    slots: &crate::store::replicas::Slots,
+    started: Instant,
+    running: u32,
+    outcome: Option<&Outcome>,
+    persist: bool,
+) {
+    let signal = match outcome {
+        Some(Outcome::Success { .. } | Outcome::Fatal(_) | Outcome::Accepted) => limits::Signal::Answered,
+        Some(Outcome::Throttled { .. }) => limits::Signal::Overloaded,
+        Some(Outcome::Retryable(e)) if e.kind == ErrorType::Timeout => limits::Signal::Overloaded,
+        _ => limits::Signal::Neutral,
+    };
+    slots.sample(started.elapsed(), signal, running);
+    if let Some(Outcome::Throttled { .. }) = outcome {
+        ctx.metrics.throttled(function, "endpoint");
+    }
+    if !matches!(outcome, Some(Outcome::Accepted)) || !persist {
+        let label = crate::engine::metrics::outcome_label(outcome);
+        let took = started.elapsed();
+        ctx.metrics.attempt(function, &label, took);
+        // Failures are worth a line at the default level; successes only when debugging.
+        let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        match outcome {
+            Some(Outcome::Retryable(e) | Outcome::Fatal(e)) => {
+                tracing::info!(outcome = %label, took_ms, error = %e.message, "attempt failed")
+            }
+            _ => tracing::debug!(outcome = %label, took_ms, "attempt finished"),
+        }
+    }
 }
 
 /// How long an attempt's outcome is retried while JetStream cannot take it (a failover takes
