@@ -41,28 +41,10 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         let _ = msg.ack().await;
         return;
     }
-    let headers = msg.headers.as_ref();
-    let flag = crate::engine::poison::flagged(headers);
-    let parsed = match &flag {
-        None => submission::from_message_on(
-            msg.subject.as_str(),
-            &function,
-            |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
-            &msg.payload,
-            seq,
-            accepted_at,
-            ctx.config.retention(),
-            ctx.config.limits.max_payload,
-            &ctx.config.rules(),
-        ),
-        Some(fault) => match crate::engine::poison::parse(ctx, &function, &msg, seq, accepted_at, fault).await {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::warn!(stream_sequence = seq, error = %e, "cannot read a submission's headers; will retry");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                return;
-            }
-        },
+    let flag = crate::engine::poison::flagged(msg.headers.as_ref());
+    let Some(parsed) = parse(ctx, &function, &msg, seq, accepted_at, flag.as_deref()).await else {
+        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        return;
     };
     let invalid = if crate::core::task::valid_function_name(&function) {
         parsed
@@ -72,19 +54,10 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         Some(format!("{}: {function:?} is not a function name", msg.subject))
     };
     let t = machine::create(parsed.task, invalid, accepted_at);
-    if dispatch_is_ready(ctx, &t.record, spec.as_deref()) {
-        // Its first delivery is about to create the record itself, in one write with its start
-        // (see `dispatch::find`): written here too, the two writes would race for nothing.
-        let age = Duration::from_millis(Timestamp::now().since(accepted_at));
-        if let Some(wait) = DEFER.checked_sub(age) {
-            tokio::time::sleep(wait).await;
-        }
-        // This replica's dispatcher created it meanwhile: a create now would fail, at the cost
-        // of a KV write and its answer.
-        if ctx.revisions.take_dispatched(&t.record.id, seq) {
-            let _ = msg.ack().await;
-            return;
-        }
+    if dispatch_is_ready(ctx, &t.record, spec.as_deref()) && left_to_dispatch(ctx, &t.record.id, seq, accepted_at).await
+    {
+        let _ = msg.ack().await;
+        return;
     }
     match ctx.tasks.create(&t.record).await {
         Ok(revision) => {
@@ -127,6 +100,51 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
     // A poison submission, recorded, is terminated: never delivered again, whatever comes.
     let kind = if flag.is_some() { AckKind::Term } else { AckKind::Ack };
     let _ = msg.ack_with(kind).await;
+}
+
+/// The submission as a task: read from its headers, or, when async-nats could not read them
+/// (see [`crate::engine::poison`]), from the raw stored message. `None`: try again later.
+async fn parse(
+    ctx: &Ctx,
+    function: &str,
+    msg: &async_nats::jetstream::Message,
+    seq: u64,
+    accepted_at: Timestamp,
+    flag: Option<&str>,
+) -> Option<submission::Parsed> {
+    let headers = msg.headers.as_ref();
+    match flag {
+        None => Some(submission::from_message_on(
+            msg.subject.as_str(),
+            function,
+            |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+            &msg.payload,
+            seq,
+            accepted_at,
+            ctx.config.retention(),
+            ctx.config.limits.max_payload,
+            &ctx.config.rules(),
+        )),
+        Some(fault) => match crate::engine::poison::parse(ctx, function, msg, seq, accepted_at, fault).await {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                tracing::warn!(stream_sequence = seq, error = %e, "cannot read a submission's headers; will retry");
+                None
+            }
+        },
+    }
+}
+
+/// Leaves a task its dispatcher takes at once to its first delivery, which creates the record
+/// itself in one write with its start (see `dispatch::find`): written here too, the two writes
+/// would race for nothing. Waits out [`DEFER`]; `true` when this replica's dispatcher created it
+/// meanwhile (a create now would fail, at the cost of a KV write and its answer).
+async fn left_to_dispatch(ctx: &Ctx, id: &str, seq: u64, accepted_at: Timestamp) -> bool {
+    let age = Duration::from_millis(Timestamp::now().since(accepted_at));
+    if let Some(wait) = DEFER.checked_sub(age) {
+        tokio::time::sleep(wait).await;
+    }
+    ctx.revisions.take_dispatched(id, seq)
 }
 
 /// How long after its submission intake leaves a task's record to a ready dispatcher.
@@ -181,6 +199,51 @@ pub struct HttpSubmission {
     pub id: Option<String>,
     pub options: Options,
     pub input: bytes::Bytes,
+}
+
+/// The answer to a submission whose ID is taken: the task's status, unless (with tokens on)
+/// the ID is another user's.
+fn duplicate_of(
+    existing: Option<crate::store::kv::Versioned>,
+    id: String,
+    user: &str,
+    auth: bool,
+) -> Result<Accepted, SubmitError> {
+    if let Some(v) = &existing {
+        if auth && v.record.user != user {
+            return Err(SubmitError::IdTaken(id));
+        }
+    }
+    let status = existing
+        .map(|v| v.record.status)
+        .unwrap_or(crate::core::task::Status::Enqueued);
+    Ok(Accepted {
+        task_id: id,
+        status,
+        duplicate: true,
+    })
+}
+
+/// The headers an HTTP submission is published with: what a NATS client would set.
+fn submission_headers(id: &str, s: &HttpSubmission) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(h::MSG_ID, id);
+    headers.insert(h::USER, s.user.as_str());
+    if let Some(nb) = s.options.not_before {
+        headers.insert(h::NOT_BEFORE, nb.to_string().as_str());
+    }
+    for (name, value) in [
+        (h::CALLBACK, &s.options.callback),
+        (h::CONTENT_TYPE, &s.options.content_type),
+        (h::TRACEPARENT, &s.options.traceparent),
+        (h::REPLAY_OF, &s.options.replay_of),
+        (h::TRIGGERED_BY, &s.options.triggered_by),
+    ] {
+        if let Some(v) = value {
+            headers.insert(name, v.as_str());
+        }
+    }
+    headers
 }
 
 /// How long a submission whose acknowledgement is lost is published again (deduplicated by its
@@ -258,62 +321,21 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
         return Err(SubmitError::Unavailable("not connected to NATS".into()));
     }
     let client_id = s.id.is_some();
-    let id = s.id.unwrap_or_else(crate::core::task::new_task_id);
+    let id = s.id.clone().unwrap_or_else(crate::core::task::new_task_id);
     if client_id {
         // Past JetStream's duplicate window, the record is what deduplicates.
         match ctx.tasks.get(&id).await {
-            Ok(Some(v)) => {
-                if auth && v.record.user != s.user {
-                    return Err(SubmitError::IdTaken(id));
-                }
-                return Ok(Accepted {
-                    task_id: id,
-                    status: v.record.status,
-                    duplicate: true,
-                });
-            }
+            Ok(Some(v)) => return duplicate_of(Some(v), id, &s.user, auth),
             Ok(None) => {}
             Err(e) => return Err(SubmitError::Unavailable(e.to_string())),
         }
     }
-    let mut headers = HeaderMap::new();
-    headers.insert(h::MSG_ID, id.as_str());
-    headers.insert(h::USER, s.user.as_str());
-    if let Some(nb) = s.options.not_before {
-        headers.insert(h::NOT_BEFORE, nb.to_string().as_str());
-    }
-    if let Some(c) = &s.options.callback {
-        headers.insert(h::CALLBACK, c.as_str());
-    }
-    if let Some(ct) = &s.options.content_type {
-        headers.insert(h::CONTENT_TYPE, ct.as_str());
-    }
-    if let Some(tp) = &s.options.traceparent {
-        headers.insert(h::TRACEPARENT, tp.as_str());
-    }
-    if let Some(r) = &s.options.replay_of {
-        headers.insert(h::REPLAY_OF, r.as_str());
-    }
-    if let Some(t) = &s.options.triggered_by {
-        headers.insert(h::TRIGGERED_BY, t.as_str());
-    }
+    let headers = submission_headers(&id, &s);
     let now = Timestamp::now();
     let ack = publish_until_known(ctx, &s.function, &id, headers, s.input.clone()).await?;
     if ack.duplicate {
         let existing = ctx.tasks.get(&id).await.ok().flatten();
-        if let Some(v) = &existing {
-            if auth && v.record.user != s.user {
-                return Err(SubmitError::IdTaken(id));
-            }
-        }
-        let status = existing
-            .map(|v| v.record.status)
-            .unwrap_or(crate::core::task::Status::Enqueued);
-        return Ok(Accepted {
-            task_id: id,
-            status,
-            duplicate: true,
-        });
+        return duplicate_of(existing, id, &s.user, auth);
     }
     if record_now && ctx.registry.get(&s.function).is_some_and(|f| f.task_mode) {
         let t = machine::create(
