@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use std::str::FromStr;
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub name: String,
     pub function: String,
