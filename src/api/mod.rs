@@ -67,6 +67,60 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The one parameter of a route's path (`{name}`, `{id}`), percent-decoded. A segment that
+/// does not decode to UTF-8 is taken with U+FFFD in place of the bad bytes, so that the route's
+/// own check refuses it with its own JSON error (`invalid_function_name`, `invalid_request`,
+/// ...) rather than axum answering a plain-text `400`.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Ok(axum::extract::Path(v)) = axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            return Ok(Segment(v));
+        }
+        let template = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        let raw = parts
+            .uri
+            .path()
+            .split('/')
+            .zip(template.split('/'))
+            .find(|(_, t)| t.starts_with('{'))
+            .map(|(r, _)| percent_decode_lossy(r));
+        raw.map(Segment)
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "the path has no parameter here"))
+    }
+}
+
+/// `%XX` escapes decoded, then bytes that are not UTF-8 replaced by U+FFFD.
+fn percent_decode_lossy(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Every route of the HTTP API, each with its entry in the OpenAPI document: `routes!` takes the
 /// method and path from the handler's `#[utoipa::path]`, so none is served undocumented. Add
 /// routes here only this way (`tests/openapi.rs` refuses a plain `.route(`).
@@ -130,7 +184,7 @@ pub fn starting_router(progress: Arc<crate::store::setup::Progress>) -> Router {
 }
 
 /// Alive: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive", body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", responses((status = 200, description = "alive", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
@@ -139,6 +193,7 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(
     get,
     path = "/readyz",
+    operation_id = "readyz",
     tag = "health",
     responses(
         (status = 200, description = "ready", body = Ready),
@@ -166,6 +221,7 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<Ready>) {
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
     tag = "health",
     responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"))
 )]
@@ -183,6 +239,7 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl axum::response::IntoRespon
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    operation_id = "openapi",
     tag = "health",
     responses((status = 200, description = "the OpenAPI document", body = Object, content_type = "application/json"))
 )]

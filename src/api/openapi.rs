@@ -387,11 +387,24 @@ pub(crate) fn finish(doc: utoipa::openapi::OpenApi) -> Value {
                 .flatten()
             {
                 if p["in"] == "header" || p["in"] == "query" {
-                    if let Some(types) = p["schema"]["type"].as_array_mut() {
+                    let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut) else {
+                        continue;
+                    };
+                    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
                         types.retain(|t| t != "null");
-                        if types.len() == 1 {
-                            p["schema"]["type"] = types[0].clone();
+                    }
+                    match schema.get("type") {
+                        Some(Value::Array(types)) if types.len() == 1 => {
+                            let only = types[0].clone();
+                            schema.insert("type".into(), only);
                         }
+                        Some(Value::Array(types)) if types.is_empty() => {
+                            schema.remove("type");
+                        }
+                        Some(Value::Null) => {
+                            schema.remove("type");
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -521,5 +534,16 @@ mod tests {
         assert_eq!(d["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
         assert_eq!(d["paths"]["/v1/tasks"]["get"]["security"], json!([{"bearer": []}, {}]));
         assert!(d["paths"]["/healthz"]["get"].get("security").is_none());
+    }
+}
+#[cfg(test)]
+mod dump {
+    #[test]
+    fn dump() {
+        std::fs::write(
+            "/tmp/openapi-dump.json",
+            serde_json::to_vec_pretty(&crate::api::openapi()).unwrap(),
+        )
+        .unwrap();
     }
 }

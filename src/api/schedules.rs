@@ -1,11 +1,11 @@
 //! `PUT/GET/DELETE /v1/schedules/{name}` and `GET /v1/schedules`, through [`crate::api::ops`].
 
 use super::openapi::{ScheduleList, SchedulePut, ScheduleView};
-use super::{ApiError, ApiResult, Caller, ErrorBody};
+use super::{ApiError, ApiResult, Caller, ErrorBody, Segment};
 use crate::api::ops;
 use crate::engine::ctx::Ctx;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
@@ -16,8 +16,9 @@ use std::sync::Arc;
 #[utoipa::path(
     put,
     path = "/v1/schedules/{name}",
+    operation_id = "put_schedule",
     tag = "schedules",
-    params(("name" = String, Path, description = "the schedule name", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("name" = String, Path, description = "the schedule name", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "nightly-report")),
     request_body(content = SchedulePut, description = "the schedule: `function` and one of `cron` and `every`"),
     responses(
         (status = 201, description = "created", body = ScheduleView),
@@ -28,7 +29,7 @@ use std::sync::Arc;
 pub async fn put(
     State(ctx): State<Arc<Ctx>>,
     _caller: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let body: Value = serde_json::from_slice(&body)
@@ -40,15 +41,16 @@ pub async fn put(
 #[utoipa::path(
     get,
     path = "/v1/schedules/{name}",
+    operation_id = "get_schedule",
     tag = "schedules",
-    params(("name" = String, Path, description = "the schedule name", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("name" = String, Path, description = "the schedule name", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "nightly-report")),
     responses(
         (status = 200, description = "the schedule", body = ScheduleView),
         (status = 400, description = "`invalid_schedule`: not a schedule name", body = ErrorBody),
         (status = 404, description = "`schedule_not_found`", body = ErrorBody),
     )
 )]
-pub async fn get(State(ctx): State<Arc<Ctx>>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(ctx): State<Arc<Ctx>>, _caller: Caller, Segment(name): Segment) -> ApiResult<Json<Value>> {
     ops::schedule_get(&ctx, &name).await.map(Json)
 }
 
@@ -56,15 +58,16 @@ pub async fn get(State(ctx): State<Arc<Ctx>>, _caller: Caller, Path(name): Path<
 #[utoipa::path(
     delete,
     path = "/v1/schedules/{name}",
+    operation_id = "delete_schedule",
     tag = "schedules",
-    params(("name" = String, Path, description = "the schedule name", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("name" = String, Path, description = "the schedule name", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "nightly-report")),
     responses(
         (status = 204, description = "deleted"),
         (status = 400, description = "`invalid_schedule`: not a schedule name", body = ErrorBody),
         (status = 404, description = "`schedule_not_found`", body = ErrorBody),
     )
 )]
-pub async fn delete(State(ctx): State<Arc<Ctx>>, _caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(ctx): State<Arc<Ctx>>, _caller: Caller, Segment(name): Segment) -> ApiResult<StatusCode> {
     ops::schedule_delete(&ctx, &name).await.map(|_| StatusCode::NO_CONTENT)
 }
 
@@ -72,6 +75,7 @@ pub async fn delete(State(ctx): State<Arc<Ctx>>, _caller: Caller, Path(name): Pa
 #[utoipa::path(
     get,
     path = "/v1/schedules",
+    operation_id = "list_schedules",
     tag = "schedules",
     responses((status = 200, description = "the schedules", body = ScheduleList))
 )]

@@ -1,7 +1,7 @@
 //! Task routes: submitting (single and `:batch`) here; the rest through [`crate::api::ops`].
 
 use super::openapi::{BatchResults, BulkFilter, BulkReplayFilter, CompleteBody, HeartbeatBody, TaskList};
-use super::{ApiError, ApiResult, Caller, ErrorBody};
+use super::{ApiError, ApiResult, Caller, ErrorBody, Segment};
 use crate::api::ops;
 use crate::api::ops::{AcceptedAnswer, BulkAnswer, HeartbeatAnswer};
 use crate::core::destination::Rules;
@@ -13,7 +13,7 @@ use crate::core::time::Timestamp;
 use crate::engine::ctx::Ctx;
 use crate::engine::intake::{self, HttpSubmission};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine;
@@ -100,9 +100,10 @@ async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
 #[utoipa::path(
     post,
     path = "/v1/functions/{name}/tasks",
+    operation_id = "submit_task",
     tag = "tasks",
     params(
-        ("name" = String, Path, description = "the function", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("name" = String, Path, description = "the function", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "resize"),
         ("Idempotency-Key" = Option<String>, Header, description = "the task ID (deduplication key); else a UUIDv7 is generated", pattern = "^[A-Za-z0-9_-]{1,128}$"),
         ("Jetask-Delay" = Option<String>, Header, description = "run no earlier than acceptance + this duration (at most `tasks.retention`)", pattern = "^[0-9]+(ms|s|m|h|d)$"),
         ("Jetask-Not-Before" = Option<String>, Header, description = "run no earlier than this RFC 3339 time (not with `Jetask-Delay`)", format = DateTime),
@@ -131,7 +132,7 @@ async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
 pub async fn submit(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(function): Path<String>,
+    Segment(function): Segment,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -239,9 +240,10 @@ fn batch_item(
 #[utoipa::path(
     post,
     path = "/v1/functions/{name}/tasks:batch",
+    operation_id = "submit_tasks",
     tag = "tasks",
     params(
-        ("name" = String, Path, description = "the function", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("name" = String, Path, description = "the function", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "resize"),
         ("Jetask-User" = Option<String>, Header, description = "every task's user when auth is off", pattern = "^[A-Za-z0-9_-]{1,128}$"),
         ("Jetask-Callback" = Option<String>, Header, description = "every task's destination"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context of every task", pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
@@ -257,7 +259,7 @@ fn batch_item(
 pub async fn submit_batch(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(function): Path<String>,
+    Segment(function): Segment,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
@@ -355,9 +357,10 @@ fn flag(params: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
 #[utoipa::path(
     get,
     path = "/v1/tasks/{id}",
+    operation_id = "get_task",
     tag = "tasks",
     params(
-        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
         ("include_input" = Option<bool>, Query, description = "add `input` and `input_base64` (also `1` or empty; `false` / `0` to leave out)"),
     ),
     responses(
@@ -369,7 +372,7 @@ fn flag(params: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
 pub async fn get(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     ops::task_get(&ctx, &caller, &id, flag(&params, "include_input")?)
@@ -381,6 +384,7 @@ pub async fn get(
 #[utoipa::path(
     get,
     path = "/v1/tasks",
+    operation_id = "list_tasks",
     tag = "tasks",
     params(
         ("function" = Option<String>, Query, description = "only this function"),
@@ -408,8 +412,9 @@ pub async fn list(
 #[utoipa::path(
     post,
     path = "/v1/tasks/{id}/stop",
+    operation_id = "stop_task",
     tag = "tasks",
-    params(("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$")),
+    params(("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42")),
     responses(
         (status = 200, description = "the record, now `Stopped` or `Stopping`", body = TaskRecord),
         (status = 400, description = "`invalid_request`: a bad ID", body = ErrorBody),
@@ -417,7 +422,7 @@ pub async fn list(
         (status = 409, description = "`conflict`: the task is finished", body = ErrorBody),
     )
 )]
-pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Segment(id): Segment) -> ApiResult<Json<Value>> {
     ops::task_stop(&ctx, &caller, &id).await.map(Json)
 }
 
@@ -425,9 +430,10 @@ pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<St
 #[utoipa::path(
     post,
     path = "/v1/tasks/{id}/heartbeat",
+    operation_id = "heartbeat",
     tag = "tasks",
     params(
-        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
         ("Jetask-Attempt" = Option<u32>, Header, description = "the attempt this reports on, as the function was called with", minimum = 1),
     ),
     request_body(content = Option<HeartbeatBody>, description = "optional: may name the attempt"),
@@ -441,7 +447,7 @@ pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<St
 pub async fn heartbeat(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -459,9 +465,10 @@ pub async fn heartbeat(
 #[utoipa::path(
     post,
     path = "/v1/tasks/{id}/complete",
+    operation_id = "complete_task",
     tag = "tasks",
     params(
-        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
         ("Jetask-Attempt" = Option<u32>, Header, description = "the attempt this reports on, as the function was called with", minimum = 1),
     ),
     request_body(content = CompleteBody),
@@ -475,7 +482,7 @@ pub async fn heartbeat(
 pub async fn complete(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -489,9 +496,10 @@ pub async fn complete(
 #[utoipa::path(
     post,
     path = "/v1/tasks/{id}/replay",
+    operation_id = "replay_task",
     tag = "tasks",
     params(
-        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
         ("Idempotency-Key" = Option<String>, Header, description = "every replay of this task with this key is the same new task", pattern = "^[A-Za-z0-9_-]{1,128}$"),
     ),
     responses(
@@ -506,7 +514,7 @@ pub async fn complete(
 pub async fn replay(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let key = header(&headers, "Idempotency-Key")?;
@@ -536,6 +544,7 @@ async fn bulk(ctx: Arc<Ctx>, caller: Caller, filter: Value, op: ops::Bulk) -> Ap
 #[utoipa::path(
     post,
     path = "/v1/tasks:stop",
+    operation_id = "stop_tasks",
     tag = "tasks",
     request_body(content = BulkFilter, description = "list filters, at least one"),
     responses(
@@ -552,6 +561,7 @@ pub async fn stop_many(State(ctx): State<Arc<Ctx>>, caller: Caller, body: Bytes)
 #[utoipa::path(
     post,
     path = "/v1/tasks:replay",
+    operation_id = "replay_tasks",
     tag = "tasks",
     params(("Idempotency-Key" = Option<String>, Header, description = "the body's `idempotency_key`, when that is absent", pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body(content = BulkReplayFilter, description = "list filters, at least one"),
