@@ -536,14 +536,3 @@ mod tests {
         assert!(d["paths"]["/healthz"]["get"].get("security").is_none());
     }
 }
-#[cfg(test)]
-mod dump {
-    #[test]
-    fn dump() {
-        std::fs::write(
-            "/tmp/openapi-dump.json",
-            serde_json::to_vec_pretty(&crate::api::openapi()).unwrap(),
-        )
-        .unwrap();
-    }
-}

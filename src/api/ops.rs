@@ -295,7 +295,15 @@ pub fn reported_attempt(body: &Value, header: Option<&str>) -> ApiResult<Option<
     let bad = || ApiError::bad_request("invalid_body", "attempt: expected a positive integer");
     match (body.get("attempt"), header) {
         (Some(Value::Null) | None, None) => Ok(None),
-        (Some(Value::Null) | None, Some(h)) => h.trim().parse().map(Some).map_err(|_| bad()),
+        (Some(Value::Null) | None, Some(h)) => h.trim().parse().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "{}: expected a positive integer",
+                    crate::core::subjects::headers::ATTEMPT
+                ),
+            )
+        }),
         (Some(v), _) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(bad),
     }
 }
