@@ -342,7 +342,7 @@ pub struct BulkReplayFilter {
 
 /// The security scheme every `/v1/` route takes, and the answers every one of them may give,
 /// added to the document the router made; `null` taken out of the types of headers and query
-/// parameters (they are absent or a string, never null).
+/// parameters (they are absent or a string, never null); a submission's body optional.
 pub(crate) fn finish(doc: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
     doc["components"]["securitySchemes"] = json!({
@@ -365,6 +365,12 @@ pub(crate) fn finish(doc: utoipa::openapi::OpenApi) -> Value {
         let Some(item) = item.as_object_mut() else { continue };
         for (_, op) in item.iter_mut() {
             let Some(op) = op.as_object_mut() else { continue };
+            // A task's input may be empty.
+            if op.get("operationId").and_then(Value::as_str) == Some("submit_task") {
+                if let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut) {
+                    body.insert("required".into(), Value::Bool(false));
+                }
+            }
             if path.starts_with("/v1/") {
                 op.insert("security".into(), json!([{"bearer": []}, {}]));
                 if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
