@@ -4,6 +4,30 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+
+/// Every error answer of the HTTP API (and of the NATS micro service).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable `code` and a message naming the header, field or key at fault.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// `invalid_request`, `invalid_body`, `invalid_query`, `invalid_filter`, `invalid_policy`,
+    /// `invalid_schedule`, `invalid_function_name`, `unauthorized`, `forbidden`,
+    /// `task_not_found`, `function_not_found`, `schedule_not_found`, `not_found`, `id_taken`,
+    /// `conflict`, `payload_too_large`, `unavailable`, `outcome_unknown`.
+    #[schema(examples("task_not_found"))]
+    pub code: String,
+    pub message: String,
+    /// With `outcome_unknown`: the ID to submit again with to learn whether it was accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -43,12 +67,15 @@ impl ApiError {
     pub fn function_not_found(name: &str) -> Self {
         Self::not_found("function_not_found", format!("no function {name:?}"))
     }
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = serde_json::json!({"code": self.code, "message": self.message});
-        if let Some(id) = &self.task_id {
-            error["task_id"] = id.as_str().into();
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+            task_id: self.task_id.clone(),
         }
-        serde_json::json!({ "error": error })
+    }
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(ErrorBody { error: self.detail() }).unwrap_or_default()
     }
 }
 
@@ -69,7 +96,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (self.status, Json(self.body())).into_response()
+        (self.status, Json(ErrorBody { error: self.detail() })).into_response()
     }
 }
 

@@ -2,6 +2,7 @@
 //! the NATS micro service (§7) — so that both answer with the same shapes and errors. Each takes
 //! the caller and plain JSON-ish arguments and returns JSON or an [`ApiError`].
 
+use crate::api::error::ErrorDetail;
 use crate::api::{ApiError, ApiResult};
 use crate::core::function::{self, Function};
 use crate::core::machine::{self, Effect, Event};
@@ -17,8 +18,66 @@ use crate::store::kv::{StoreError, Versioned};
 use axum::http::StatusCode;
 use base64::Engine;
 use futures::StreamExt;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+
+/// The answer to an accepted submission (`202`), a duplicate one (`200`), or a replay.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Accepted)]
+pub struct AcceptedAnswer {
+    pub task_id: String,
+    /// `Enqueued` for a new task; the current state of the existing one for a duplicate.
+    pub status: Status,
+    /// `true`: a task with this ID already existed and nothing new runs.
+    pub duplicate: bool,
+    /// Only in the answer to a replay: the task it replays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Heartbeat)]
+pub struct HeartbeatAnswer {
+    pub id: String,
+    pub status: Status,
+    pub heartbeat_at: Option<Timestamp>,
+}
+
+/// The answer to a bulk stop or replay: `matched` = `acted` + `skipped` + `failed`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = BulkResult)]
+pub struct BulkAnswer {
+    /// Tasks the filter found that the caller may see.
+    pub matched: u64,
+    /// Stopped, or replayed (a duplicate replay under an `idempotency_key` counts).
+    pub acted: u64,
+    /// In a state the operation refuses (the single operation's `409`), or, for a replay,
+    /// whose function is gone.
+    pub skipped: u64,
+    /// Could not be acted on; `errors` lists the first 10.
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<BulkError>,
+    /// Replay only: the new tasks' IDs, at most 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ids: Option<Vec<String>>,
+    /// Replay only: whether there were more new tasks than `task_ids` lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ids_truncated: Option<bool>,
+}
+
+/// A task a bulk operation could not act on, and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkError {
+    pub task_id: String,
+    pub error: ErrorDetail,
+}
 
 /// Who is calling: the token's user under auth (HTTP), else nobody in particular.
 #[derive(Clone, Debug, Default)]
@@ -76,8 +135,17 @@ pub fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
+pub fn accepted(a: &Accepted) -> AcceptedAnswer {
+    AcceptedAnswer {
+        task_id: a.task_id.clone(),
+        status: a.status,
+        duplicate: a.duplicate,
+        replay_of: None,
+    }
+}
+
 pub fn accepted_json(a: &Accepted) -> Value {
-    json!({"task_id": a.task_id, "status": a.status, "duplicate": a.duplicate})
+    serde_json::to_value(accepted(a)).unwrap_or_default()
 }
 
 pub async fn task_get(ctx: &Ctx, caller: &Caller, id: &str, include_input: bool) -> ApiResult<Value> {
@@ -227,7 +295,15 @@ pub fn reported_attempt(body: &Value, header: Option<&str>) -> ApiResult<Option<
     let bad = || ApiError::bad_request("invalid_body", "attempt: expected a positive integer");
     match (body.get("attempt"), header) {
         (Some(Value::Null) | None, None) => Ok(None),
-        (Some(Value::Null) | None, Some(h)) => h.trim().parse().map(Some).map_err(|_| bad()),
+        (Some(Value::Null) | None, Some(h)) => h.trim().parse().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "{}: expected a positive integer",
+                    crate::core::subjects::headers::ATTEMPT
+                ),
+            )
+        }),
         (Some(v), _) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(bad),
     }
 }
@@ -239,7 +315,14 @@ pub async fn task_heartbeat(ctx: &Ctx, caller: &Caller, id: &str, attempt: Optio
         let r =
             machine::heartbeat(&v.record, Timestamp::now()).map_err(|e| conflict(id, e.from, "take a heartbeat"))?;
         match ctx.tasks.update(&r, v.revision).await {
-            Ok(_) => return Ok(json!({"id": id, "status": r.status, "heartbeat_at": r.heartbeat_at})),
+            Ok(_) => {
+                let answer = HeartbeatAnswer {
+                    id: id.to_string(),
+                    status: r.status,
+                    heartbeat_at: r.heartbeat_at,
+                };
+                return Ok(serde_json::to_value(answer).unwrap_or_default());
+            }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -363,14 +446,16 @@ pub async fn task_replay(
     let a = intake::submit(ctx, s, caller.user.is_some(), true)
         .await
         .map_err(submit_error)?;
-    let mut answer = accepted_json(&a);
-    answer["replay_of"] = Value::String(old.id);
+    let answer = AcceptedAnswer {
+        replay_of: Some(old.id),
+        ..accepted(&a)
+    };
     let status = if a.duplicate {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, answer))
+    Ok((status, serde_json::to_value(answer).unwrap_or_default()))
 }
 
 /// What a bulk operation does to each task its filter matches.
@@ -489,7 +574,10 @@ pub async fn task_bulk(ctx: &Ctx, caller: &Caller, body: &Value, op: Bulk) -> Ap
                 Err(e) => {
                     failed += 1;
                     if errors.len() < 10 {
-                        errors.push(json!({"task_id": id, "error": e.body()["error"]}));
+                        errors.push(BulkError {
+                            task_id: id,
+                            error: e.detail(),
+                        });
                     }
                 }
             }
@@ -508,23 +596,20 @@ fn bulk_answer(
     skipped: u64,
     failed: u64,
     task_ids: Vec<String>,
-    errors: Vec<Value>,
+    errors: Vec<BulkError>,
     replayed: u64,
 ) -> Value {
-    let mut v = json!({
-        "matched": acted + skipped + failed,
-        "acted": acted,
-        "skipped": skipped,
-        "failed": failed,
-    });
-    if !errors.is_empty() {
-        v["errors"] = Value::Array(errors);
-    }
-    if op == Bulk::Replay {
-        v["task_ids"] = json!(task_ids);
-        v["task_ids_truncated"] = json!(replayed > BULK_LISTED as u64);
-    }
-    v
+    let replay = op == Bulk::Replay;
+    let answer = BulkAnswer {
+        matched: acted + skipped + failed,
+        acted,
+        skipped,
+        failed,
+        errors,
+        task_ids: replay.then_some(task_ids),
+        task_ids_truncated: replay.then_some(replayed > BULK_LISTED as u64),
+    };
+    serde_json::to_value(answer).unwrap_or_default()
 }
 
 fn check_function_name(name: &str) -> ApiResult<()> {

@@ -1,15 +1,19 @@
 //! Task routes: submitting (single and `:batch`) here; the rest through [`crate::api::ops`].
 
-use super::{ApiError, ApiResult, Caller};
+use super::openapi::{BatchResults, BulkFilter, BulkReplayFilter, CompleteBody, HeartbeatBody, TaskList};
+use super::{ApiError, ApiResult, Caller, ErrorBody, Segment};
 use crate::api::ops;
+use crate::api::ops::{AcceptedAnswer, BulkAnswer, HeartbeatAnswer};
 use crate::core::destination::Rules;
+use crate::core::duration::Dur;
 use crate::core::subjects::headers as h;
 use crate::core::submission::{self, field_error, FieldError, Options};
+use crate::core::task::{Status, TaskRecord};
 use crate::core::time::Timestamp;
 use crate::engine::ctx::Ctx;
 use crate::engine::intake::{self, HttpSubmission};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine;
@@ -91,10 +95,44 @@ async fn known_function(ctx: &Ctx, name: &str) -> ApiResult<()> {
     }
 }
 
+/// Submits one task: the body is its input (any bytes). The answer comes once JetStream has
+/// stored the submission.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/tasks",
+    operation_id = "submit_task",
+    tag = "tasks",
+    params(
+        ("name" = String, Path, description = "the function", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "resize"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the task ID (deduplication key); else a UUIDv7 is generated", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("Jetask-Delay" = Option<String>, Header, description = "run no earlier than acceptance + this duration (at most `tasks.retention`)", pattern = "^[0-9]+(ms|s|m|h|d)$"),
+        ("Jetask-Not-Before" = Option<String>, Header, description = "run no earlier than this RFC 3339 time (not with `Jetask-Delay`)", format = DateTime),
+        ("Jetask-User" = Option<String>, Header, description = "the task's user when auth is off (under auth, the token's)", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("Jetask-Callback" = Option<String>, Header, description = "the task's destination: `https://…`, `http://…`, `nats:SUBJECT` or `function:NAME`"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, passed on to the function", pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
+    ),
+    request_body(
+        description = "the input, passed on to the function with its `Content-Type` (at most `limits.max_payload`)",
+        content(
+            (String = "application/octet-stream"),
+            (Value = "application/json"),
+            (String = "text/plain"),
+        )
+    ),
+    responses(
+        (status = 202, description = "accepted: stored by JetStream and recorded", body = AcceptedAnswer),
+        (status = 200, description = "a task with this ID exists: nothing new runs (`duplicate: true`)", body = AcceptedAnswer),
+        (status = 400, description = "`invalid_function_name` or `invalid_request` (a bad header, named in the message)", body = ErrorBody),
+        (status = 404, description = "`function_not_found`", body = ErrorBody),
+        (status = 409, description = "`id_taken`: under auth, the ID belongs to another user's task", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the input is over `limits.max_payload`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: nothing was accepted; or `outcome_unknown`: it may have been, submit again with `error.task_id`", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(function): Path<String>,
+    Segment(function): Segment,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -134,14 +172,25 @@ pub async fn submit(
     Ok((status, Json(ops::accepted_json(&a))))
 }
 
-#[derive(Deserialize)]
+/// One task of a `:batch` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchItem {
+pub struct BatchItem {
+    /// The task ID (else generated).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     id: Option<String>,
+    /// The input as JSON: a string is taken as its UTF-8 bytes, any other value as its JSON
+    /// text; `null` or absent: no input.
     input: Option<Value>,
+    /// The input as base64 (not with `input`).
     input_base64: Option<String>,
+    /// As `Jetask-Delay` (not with `not_before`).
+    #[schema(value_type = Option<Dur>)]
     delay: Option<String>,
+    /// As `Jetask-Not-Before`.
+    #[schema(value_type = Option<Timestamp>)]
     not_before: Option<String>,
+    /// The `Content-Type` passed on to the function; default: after the input's kind.
     content_type: Option<String>,
 }
 
@@ -186,10 +235,31 @@ fn batch_item(
     Ok((item.id, options, input))
 }
 
+/// Submits many tasks of one function, one result per item in order (the records are written
+/// moments later).
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/tasks:batch",
+    operation_id = "submit_tasks",
+    tag = "tasks",
+    params(
+        ("name" = String, Path, description = "the function", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "resize"),
+        ("Jetask-User" = Option<String>, Header, description = "every task's user when auth is off", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+        ("Jetask-Callback" = Option<String>, Header, description = "every task's destination"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context of every task", pattern = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"),
+    ),
+    request_body(content = Vec<BatchItem>, description = "a JSON array of tasks (at most 256 MiB)"),
+    responses(
+        (status = 200, description = "one result per item: accepted, or an error body", body = BatchResults),
+        (status = 400, description = "`invalid_function_name`, `invalid_body` (not a JSON array) or `invalid_request` (a shared header)", body = ErrorBody),
+        (status = 404, description = "`function_not_found`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 256 MiB", body = ErrorBody),
+    )
+)]
 pub async fn submit_batch(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(function): Path<String>,
+    Segment(function): Segment,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
@@ -283,10 +353,26 @@ fn flag(params: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
     }
 }
 
+/// A task's record.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    operation_id = "get_task",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
+        ("include_input" = Option<bool>, Query, description = "add `input` and `input_base64` (also `1` or empty; `false` / `0` to leave out)"),
+    ),
+    responses(
+        (status = 200, description = "the record", body = TaskRecord),
+        (status = 400, description = "`invalid_request` (a bad ID) or `invalid_query` (a bad `include_input`)", body = ErrorBody),
+        (status = 404, description = "`task_not_found`: no such task, or (under auth) another user's", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     ops::task_get(&ctx, &caller, &id, flag(&params, "include_input")?)
@@ -294,6 +380,26 @@ pub async fn get(
         .map(Json)
 }
 
+/// Lists tasks newest first, from the replica's list index.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    operation_id = "list_tasks",
+    tag = "tasks",
+    params(
+        ("function" = Option<String>, Query, description = "only this function"),
+        ("status" = Option<Status>, Query, description = "only this state (case-insensitive)"),
+        ("user" = Option<String>, Query, description = "only this user (under auth: always the caller's)"),
+        ("since" = Option<String>, Query, description = "RFC 3339, inclusive bound on `created_at`", format = DateTime),
+        ("until" = Option<String>, Query, description = "RFC 3339, inclusive bound on `created_at`", format = DateTime),
+        ("limit" = Option<u32>, Query, description = "page size, default 20", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, unchanged"),
+    ),
+    responses(
+        (status = 200, description = "a page of records, without input", body = TaskList),
+        (status = 400, description = "`invalid_query`: an unknown parameter or a bad value, named in the message", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -302,14 +408,46 @@ pub async fn list(
     ops::task_list(&ctx, &caller, &params).await.map(Json)
 }
 
-pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Stops a task: a waiting one at once, a running one through `Stopping`.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/stop",
+    operation_id = "stop_task",
+    tag = "tasks",
+    params(("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42")),
+    responses(
+        (status = 200, description = "the record, now `Stopped` or `Stopping`", body = TaskRecord),
+        (status = 400, description = "`invalid_request`: a bad ID", body = ErrorBody),
+        (status = 404, description = "`task_not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the task is finished", body = ErrorBody),
+    )
+)]
+pub async fn stop(State(ctx): State<Arc<Ctx>>, caller: Caller, Segment(id): Segment) -> ApiResult<Json<Value>> {
     ops::task_stop(&ctx, &caller, &id).await.map(Json)
 }
 
+/// A long task is still working (after its function answered `202` + `Jetask-Async: true`).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/heartbeat",
+    operation_id = "heartbeat",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
+        ("Jetask-Attempt" = Option<u32>, Header, description = "the attempt this reports on, as the function was called with", minimum = 1),
+    ),
+    request_body(content = Option<HeartbeatBody>, description = "optional: may name the attempt"),
+    responses(
+        (status = 200, description = "recorded", body = HeartbeatAnswer),
+        (status = 400, description = "`invalid_request` (a bad ID, a bad header) or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`task_not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the task (or the attempt named) is not `Running`: stop working on it", body = ErrorBody),
+    )
+)]
 pub async fn heartbeat(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -323,10 +461,28 @@ pub async fn heartbeat(
     ops::task_heartbeat(&ctx, &caller, &id, attempt).await.map(Json)
 }
 
+/// A long task's end, reported by its function. A reported failure is final.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/complete",
+    operation_id = "complete_task",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
+        ("Jetask-Attempt" = Option<u32>, Header, description = "the attempt this reports on, as the function was called with", minimum = 1),
+    ),
+    request_body(content = CompleteBody),
+    responses(
+        (status = 200, description = "the record, now `Succeeded` or `Failed`", body = TaskRecord),
+        (status = 400, description = "`invalid_request` (a bad ID, a bad header) or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`task_not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the task (or the attempt named) is not `Running`", body = ErrorBody),
+    )
+)]
 pub async fn complete(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -336,10 +492,29 @@ pub async fn complete(
     ops::task_complete(&ctx, &caller, &id, &body, attempt).await.map(Json)
 }
 
+/// Runs a `Failed`, `Expired` or `Stopped` task again as a new task.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/replay",
+    operation_id = "replay_task",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "the task ID", pattern = "^[A-Za-z0-9_-]{1,128}$", example = "job-42"),
+        ("Idempotency-Key" = Option<String>, Header, description = "every replay of this task with this key is the same new task", pattern = "^[A-Za-z0-9_-]{1,128}$"),
+    ),
+    responses(
+        (status = 202, description = "the new task is accepted", body = AcceptedAnswer),
+        (status = 200, description = "a replay with this key was already made (`duplicate: true`)", body = AcceptedAnswer),
+        (status = 400, description = "`invalid_request`: a bad ID or `Idempotency-Key`", body = ErrorBody),
+        (status = 404, description = "`task_not_found`, or `function_not_found`: its function no longer exists", body = ErrorBody),
+        (status = 409, description = "`conflict`: the task is not `Failed`, `Expired` or `Stopped`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: nothing was accepted; or `outcome_unknown`", body = ErrorBody),
+    )
+)]
 pub async fn replay(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let key = header(&headers, "Idempotency-Key")?;
@@ -366,12 +541,35 @@ async fn bulk(ctx: Arc<Ctx>, caller: Caller, filter: Value, op: ops::Bulk) -> Ap
 }
 
 /// `POST /v1/tasks:stop`: stops every task the filters match (CONTRACT §12 "Bulk operations").
+#[utoipa::path(
+    post,
+    path = "/v1/tasks:stop",
+    operation_id = "stop_tasks",
+    tag = "tasks",
+    request_body(content = BulkFilter, description = "list filters, at least one"),
+    responses(
+        (status = 200, description = "done: every match was acted on", body = BulkAnswer),
+        (status = 400, description = "`invalid_filter`: not an object, an unknown key, a bad value, or no filter", body = ErrorBody),
+    )
+)]
 pub async fn stop_many(State(ctx): State<Arc<Ctx>>, caller: Caller, body: Bytes) -> ApiResult<Json<Value>> {
     bulk(ctx, caller, filter_body(&body)?, ops::Bulk::Stop).await
 }
 
 /// `POST /v1/tasks:replay`: replays every task the filters match; an `Idempotency-Key` header
 /// is the body's `idempotency_key`.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks:replay",
+    operation_id = "replay_tasks",
+    tag = "tasks",
+    params(("Idempotency-Key" = Option<String>, Header, description = "the body's `idempotency_key`, when that is absent", pattern = "^[A-Za-z0-9_-]{1,128}$")),
+    request_body(content = BulkReplayFilter, description = "list filters, at least one"),
+    responses(
+        (status = 200, description = "done: every match was acted on", body = BulkAnswer),
+        (status = 400, description = "`invalid_filter` (not an object, an unknown key, a bad value, or no filter) or `invalid_request` (a bad `idempotency_key`)", body = ErrorBody),
+    )
+)]
 pub async fn replay_many(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,

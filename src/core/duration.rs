@@ -75,6 +75,21 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// In the OpenAPI document: the string form, an integer and a unit.
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9]+(ms|s|m|h|d)$"))
+            .description(Some("a duration: an integer and a unit, ms, s, m, h or d"))
+            .examples([serde_json::json!("30s")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Dur {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Backoff {
     pub initial: Dur,
     pub max: Dur,
@@ -16,21 +16,21 @@ pub struct Backoff {
     pub jitter: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Concurrency {
     pub min: u32,
     pub max: u32,
     pub adaptive: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RateLimit {
     pub per_second: f64,
     pub burst: u32,
 }
 
 /// A function's full policy, every key resolved.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionSpec {
     pub endpoint: Endpoint,
     pub timeout: Dur,
@@ -45,6 +45,8 @@ pub struct FunctionSpec {
     pub task_mode: bool,
     pub heartbeat_timeout: Dur,
     pub enabled: bool,
+    /// The Standard Webhooks secret (`whsec_` and base64): answered only by the `PUT` that
+    /// generated it, never by `GET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
 }
@@ -114,6 +116,21 @@ impl Serialize for Endpoint {
         s.serialize_str(&self.given)
     }
 }
+
+/// In the OpenAPI document: the URL as given.
+impl utoipa::PartialSchema for Endpoint {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("uri".into())))
+            .max_length(Some(MAX_URL_LEN))
+            .description(Some("an absolute http:// or https:// URL"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Endpoint {}
 
 impl<'de> Deserialize<'de> for Endpoint {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use std::str::FromStr;
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub name: String,
     pub function: String,
@@ -40,6 +40,10 @@ fn perr(key: &str, reason: impl Into<String>) -> PolicyError {
 
 /// How late a firing may be and still count as on time rather than missed.
 pub const GRACE: Duration = Duration::from_secs(1);
+
+/// The longest `every`: ten years. Longer ones put the next firing past any date a record can
+/// show (and once overflowed the arithmetic of firing times).
+pub const MAX_EVERY: Duration = Duration::from_secs(3650 * 86_400);
 
 /// What to do about a schedule now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +116,9 @@ impl Schedule {
                 croner::Cron::from_str(c).map_err(|e| perr("cron", format!("{c:?}: {e}")))?;
             }
             (None, Some(d)) if d.0 < Duration::from_secs(1) => return Err(perr("every", "must be at least 1s")),
+            (None, Some(d)) if d.0 > MAX_EVERY => {
+                return Err(perr("every", format!("must be at most {}", Dur(MAX_EVERY))))
+            }
             _ => {}
         }
         let time_zone = string("time_zone")?;
@@ -122,7 +129,7 @@ impl Schedule {
             tz.parse::<chrono_tz::Tz>()
                 .map_err(|_| perr("time_zone", format!("{tz:?} is not an IANA time zone")))?;
         }
-        Ok(Schedule {
+        let s = Schedule {
             name: name.to_string(),
             function,
             cron,
@@ -132,7 +139,16 @@ impl Schedule {
             enabled: boolean("enabled")?,
             catch_up: boolean("catch_up")?,
             created_at,
-        })
+        };
+        // A cron expression with no moment to come (`0 0 31 2 *`, a year gone by) would never
+        // fire, and looking for its next moment is a search through the whole calendar each
+        // time the scheduler wakes.
+        if let Some(c) = &s.cron {
+            if s.next_after(created_at).is_none() {
+                return Err(perr("cron", format!("{c:?} has no moment after {created_at}")));
+            }
+        }
+        Ok(s)
     }
 
     fn tz(&self) -> chrono_tz::Tz {
@@ -157,8 +173,11 @@ impl Schedule {
         let t = match (self.every, self.cron()) {
             (Some(d), _) => {
                 let step = i64::try_from(d.as_millis()).ok()?.max(1);
-                let k = (now.millis() - self.created_at.millis()).div_euclid(step);
-                (k >= 1).then(|| Timestamp(self.created_at.millis() + k * step))?
+                let k = now.millis().checked_sub(self.created_at.millis())?.div_euclid(step);
+                let t = k
+                    .checked_mul(step)
+                    .and_then(|o| self.created_at.millis().checked_add(o));
+                (k >= 1).then_some(Timestamp(t?))?
             }
             (None, Some(c)) => {
                 let prev = c.find_previous_occurrence(&self.zoned(now)?, true).ok()?;
@@ -174,8 +193,12 @@ impl Schedule {
         match (self.every, self.cron()) {
             (Some(d), _) => {
                 let step = i64::try_from(d.as_millis()).ok()?.max(1);
-                let k = (now.millis() - self.created_at.millis()).div_euclid(step) + 1;
-                Some(Timestamp(self.created_at.millis() + k.max(1) * step))
+                let k = now.millis().checked_sub(self.created_at.millis())?.div_euclid(step) + 1;
+                let t = k
+                    .max(1)
+                    .checked_mul(step)
+                    .and_then(|o| self.created_at.millis().checked_add(o));
+                Some(Timestamp(t?))
             }
             (None, Some(c)) => {
                 let next = c.find_next_occurrence(&self.zoned(now)?, false).ok()?;
@@ -277,6 +300,19 @@ mod tests {
     }
 
     #[test]
+    fn firing_times_that_do_not_fit_are_none_not_an_overflow() {
+        // As stored before `every` was bounded: 106751991167d is near i64::MAX milliseconds.
+        let s = Schedule {
+            every: Some(Dur::from_secs(106_751_991_167 * 86_400)),
+            ..every("1m")
+        };
+        assert_eq!(s.next_after(t("2026-11-28T10:00:01Z")), None);
+        assert_eq!(s.latest_due(s.created_at, t("2026-11-28T10:00:01Z")), None);
+        assert_eq!(s.decide(None, Timestamp(i64::MAX)), Fire::Idle);
+        assert_eq!(every("1m").next_after(Timestamp(i64::MIN)), None);
+    }
+
+    #[test]
     fn firing_ids_are_derived_from_schedule_and_time() {
         let s = every("1m");
         assert_eq!(s.task_id(t("2026-11-28T10:01:00Z")), "sched-s-1795860060000");
@@ -304,6 +340,10 @@ mod tests {
             "enabled"
         );
         assert_eq!(key(json!({"function": "f", "every": "1m", "colour": 1})), "colour");
+        // Longer than ten years; a cron expression with no moment to come.
+        assert_eq!(key(json!({"function": "f", "every": "3651d"})), "every");
+        assert_eq!(key(json!({"function": "f", "cron": "0 0 31 2 *"})), "cron");
+        assert_eq!(key(json!({"function": "f", "cron": "* * * * * * 1969"})), "cron");
         assert_eq!(
             Schedule::resolve("a.b", &json!({"function": "f", "every": "1m"}), now)
                 .unwrap_err()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The states of CONTRACT §4.1. Who moves a task into and out of each one is in [`crate::core::machine`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Status {
     /// Accepted and waiting, also while delayed. In: intake (or the dispatcher when it sees the
     /// submission first). Out: the dispatcher (`Dequeued`, `Expired`, `Invalid`) or a stop.
@@ -103,7 +103,7 @@ pub fn id_from_sequence(seq: u64) -> String {
 }
 
 /// The error kinds of CONTRACT §4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ErrorType {
     FunctionError,
     Timeout,
@@ -114,7 +114,8 @@ pub enum ErrorType {
     Invalid,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A task's last failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskError {
     #[serde(rename = "type")]
     pub kind: ErrorType,
@@ -131,7 +132,7 @@ impl TaskError {
 }
 
 /// One timestamped transition in a record's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventEntry {
     pub status: Status,
     pub at: Timestamp,
@@ -188,8 +189,9 @@ fn is_false(b: &bool) -> bool {
 
 /// The stored record of a task. Fields after `events` are jetask's own bookkeeping: they are kept
 /// in the bucket so that any replica can carry the task on, and left out of API answers (see
-/// [`TaskRecord::to_view`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// [`TaskRecord::to_view`]); the OpenAPI schema (`Task`) is the view, so it ignores them too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Task)]
 pub struct TaskRecord {
     pub id: String,
     pub function: String,
@@ -208,6 +210,8 @@ pub struct TaskRecord {
     #[serde(default, skip_serializing_if = "is_false")]
     pub result_truncated: bool,
     pub error: Option<TaskError>,
+    /// Where the finished task is delivered, and how that went (written by the delivery).
+    #[schema(schema_with = destination_schema)]
     pub destination: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<String>,
@@ -220,35 +224,75 @@ pub struct TaskRecord {
 
     /// Stream sequence of the submission that owns this record: another message carrying the
     /// same ID is a duplicate.
+    #[schema(ignore)]
     pub seq: u64,
     /// When the next attempt may start (backoff or `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub next_attempt_at: Option<Timestamp>,
     /// Start of the attempt in flight, for `duration_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub attempt_started_at: Option<Timestamp>,
     /// The attempt in flight answered `202` + `Jetask-Async: true`: the function reports its end.
     #[serde(default, skip_serializing_if = "is_false")]
+    #[schema(ignore)]
     pub async_attempt: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub callback: Option<String>,
     /// The replica running the attempt in flight: a delivery of the submission that finds the
     /// task `Running` waits while that replica is alive, instead of taking the attempt as lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub holder: Option<String>,
+    /// Only with `?include_input=true`: the input when it is UTF-8 (else `null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
+    /// Only with `?include_input=true`: the input as base64 when it is not UTF-8 (else `null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_base64: Option<String>,
 }
 
+/// The schema of a record's `destination`: `null`, or the delivery's target and outcome.
+fn destination_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let delivery = ObjectBuilder::new()
+        .property("target", ObjectBuilder::new().schema_type(Type::String))
+        .required("target")
+        .property(
+            "status",
+            ObjectBuilder::new().schema_type(Type::String).enum_values(Some([
+                "Pending",
+                "Retrying",
+                "Delivered",
+                "Failed",
+            ])),
+        )
+        .required("status")
+        .property(
+            "attempts",
+            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)),
+        )
+        .required("attempts")
+        .property("last_error", ObjectBuilder::new().schema_type(Type::String))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(delivery)
+        .into()
+}
+
 /// Bookkeeping fields that API answers never show.
-const INTERNAL_FIELDS: [&str; 7] = [
+const INTERNAL_FIELDS: [&str; 8] = [
     "seq",
+    "async_attempt",
     "holder",
     "next_attempt_at",
     "attempt_started_at",
