@@ -130,11 +130,35 @@ async fn begin(config: Arc<Config>, progress: &setup::Progress) -> Result<Arc<Ct
 
 /// Starts every part over a set-up context, and the HTTP API on `listener`.
 async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, http_addr: SocketAddr) -> Service {
-    let config = ctx.config.clone();
-
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let attempts = TaskTracker::new();
+    start_listeners(&ctx, &background, &shutdown).await;
+    let presence = start_presence(&ctx).await;
+    start_work(&ctx, &background, &attempts, &shutdown);
+    let http = start_http(&ctx, listener);
+    let done = tokio::spawn(shut_down(
+        ctx.clone(),
+        Running {
+            shutdown: shutdown.clone(),
+            background,
+            attempts,
+            presence,
+            http,
+        },
+    ));
+    tracing::info!(http = %http_addr, "jetask serving");
+    Service {
+        http_addr,
+        ctx,
+        shutdown,
+        done,
+    }
+}
+
+/// Starts the parts that take things in: the control subscription and the NATS API (each
+/// waited for until it is ready), the followers of functions and of the list index, and intake.
+async fn start_listeners(ctx: &Arc<Ctx>, background: &TaskTracker, shutdown: &CancellationToken) {
     let (control_ready, ready) = tokio::sync::oneshot::channel();
     background.spawn(
         ctx.control
@@ -146,24 +170,30 @@ async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, http_addr: Sock
     background.spawn(
         ctx.index
             .clone()
-            .follow(ctx.nats.js.clone(), config.retention(), shutdown.clone()),
+            .follow(ctx.nats.js.clone(), ctx.config.retention(), shutdown.clone()),
     );
     let (api_ready, ready) = tokio::sync::oneshot::channel();
     background.spawn(crate::api::nats::run(ctx.clone(), api_ready, shutdown.clone()));
     let _ = ready.await;
     background.spawn(intake::run(ctx.clone(), shutdown.clone()));
+}
+
+/// Starts this replica's presence, which other replicas share limits by.
+async fn start_presence(ctx: &Arc<Ctx>) -> Stoppable {
     // Shares of limits start from the replicas alive now.
     if let Err(e) = ctx.replicas.load(&ctx.nats.replicas).await {
         tracing::warn!(error = %e, "cannot read the other replicas; limits start as if alone");
     }
     // Presence outlives the dispatch loops: the attempts still draining at shutdown must stay
     // counted by the other replicas until they are over.
-    let presence_stop = CancellationToken::new();
-    let presence = tokio::spawn(
-        ctx.replicas
-            .clone()
-            .run(ctx.nats.replicas.clone(), presence_stop.clone()),
-    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(ctx.replicas.clone().run(ctx.nats.replicas.clone(), stop.clone()));
+    Stoppable { stop, task }
+}
+
+/// Starts the parts that run tasks and deliver results; dispatch's attempts are tracked on their
+/// own, to be drained within the grace period at shutdown.
+fn start_work(ctx: &Arc<Ctx>, background: &TaskTracker, attempts: &TaskTracker, shutdown: &CancellationToken) {
     background.spawn(
         ctx.schedules
             .clone()
@@ -172,47 +202,59 @@ async fn serve(ctx: Arc<Ctx>, listener: tokio::net::TcpListener, http_addr: Sock
     background.spawn(crate::engine::scheduler::run(ctx.clone(), shutdown.clone()));
     background.spawn(crate::engine::callback::run(ctx.clone(), shutdown.clone()));
     background.spawn(dispatch::run(ctx.clone(), shutdown.clone(), attempts.clone()));
-    let http_stop = CancellationToken::new();
+}
+
+fn start_http(ctx: &Arc<Ctx>, listener: tokio::net::TcpListener) -> Stoppable {
+    let stop = CancellationToken::new();
     let router = api::router(ctx.clone());
-    let http = tokio::spawn({
-        let http_stop = http_stop.clone();
+    let task = tokio::spawn({
+        let stop = stop.clone();
         async move {
             let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
         }
     });
+    Stoppable { stop, task }
+}
 
-    let grace = config.dispatch.shutdown_grace.0;
-    let done = tokio::spawn({
-        let shutdown = shutdown.clone();
-        let client = ctx.nats.client.clone();
-        let index = ctx.index.clone();
-        let replicas = ctx.replicas.clone();
-        let presence_kv = ctx.nats.replicas.clone();
-        async move {
-            shutdown.cancelled().await;
-            tracing::info!("shutting down: no new work; waiting for attempts in flight");
-            attempts.close();
-            if tokio::time::timeout(grace, attempts.wait()).await.is_err() {
-                tracing::warn!("grace period over; unfinished attempts are left to redelivery");
-            }
-            presence_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), presence).await;
-            replicas.leave(&presence_kv).await;
-            background.close();
-            let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
-            http_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
-            let _ = client.flush().await;
-            index.discard();
-        }
-    });
-    tracing::info!(http = %http_addr, "jetask serving");
-    Service {
-        http_addr,
-        ctx,
-        shutdown,
-        done,
+/// A part stopped on its own, not by the shutdown token: at its own moment of the shutdown.
+struct Stoppable {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stoppable {
+    async fn stop_within(self, patience: Duration) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(patience, self.task).await;
     }
+}
+
+/// What `serve` started, for [`shut_down`] to stop in order.
+struct Running {
+    shutdown: CancellationToken,
+    background: TaskTracker,
+    attempts: TaskTracker,
+    presence: Stoppable,
+    http: Stoppable,
+}
+
+/// Waits for `shutdown`, then stops in order: no new work, the attempts in flight (within the
+/// grace period), presence, the background parts, and last the HTTP API.
+async fn shut_down(ctx: Arc<Ctx>, running: Running) {
+    let grace = ctx.config.dispatch.shutdown_grace.0;
+    running.shutdown.cancelled().await;
+    tracing::info!("shutting down: no new work; waiting for attempts in flight");
+    running.attempts.close();
+    if tokio::time::timeout(grace, running.attempts.wait()).await.is_err() {
+        tracing::warn!("grace period over; unfinished attempts are left to redelivery");
+    }
+    running.presence.stop_within(Duration::from_secs(2)).await;
+    ctx.replicas.leave(&ctx.nats.replicas).await;
+    running.background.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), running.background.wait()).await;
+    running.http.stop_within(Duration::from_secs(2)).await;
+    let _ = ctx.nats.client.flush().await;
+    ctx.index.discard();
 }

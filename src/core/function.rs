@@ -299,9 +299,7 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
     merge(&mut merged, partial);
     let obj = object(&merged, "function")?;
 
-    let endpoint: Option<String> = field(obj, "endpoint", "endpoint")?;
-    let endpoint = endpoint.ok_or_else(|| perr("endpoint", "required: the URL jetask calls"))?;
-    let endpoint = Endpoint::parse(&endpoint).map_err(|why| perr("endpoint", why))?;
+    let endpoint = endpoint(obj)?;
 
     let timeout: Dur = field(obj, "timeout", "timeout")?;
     dur_in(timeout, "timeout", Duration::from_millis(1), MAX_TIMEOUT)?;
@@ -310,36 +308,12 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
         return Err(perr("max_attempts", "must be between 1 and 1000"));
     }
 
-    let b = object(obj.get("backoff").unwrap_or(&Value::Null), "backoff")?;
-    check_keys(b, &["initial", "max", "multiplier", "jitter"], "backoff.")?;
-    let backoff = Backoff {
-        initial: field(b, "initial", "backoff.initial")?,
-        max: field(b, "max", "backoff.max")?,
-        multiplier: field(b, "multiplier", "backoff.multiplier")?,
-        jitter: field(b, "jitter", "backoff.jitter")?,
-    };
-    dur_in(backoff.initial, "backoff.initial", Duration::from_millis(1), max_age)?;
-    dur_in(backoff.max, "backoff.max", backoff.initial.0, max_age)?;
-    if !(1.0..=100.0).contains(&backoff.multiplier) {
-        return Err(perr("backoff.multiplier", "must be between 1 and 100"));
-    }
+    let backoff = backoff(obj, max_age)?;
 
     let max_event_age: Dur = field(obj, "max_event_age", "max_event_age")?;
     dur_in(max_event_age, "max_event_age", Duration::from_secs(1), max_age)?;
 
-    let c = object(obj.get("concurrency").unwrap_or(&Value::Null), "concurrency")?;
-    check_keys(c, &["min", "max", "adaptive"], "concurrency.")?;
-    let concurrency = Concurrency {
-        min: field(c, "min", "concurrency.min")?,
-        max: field(c, "max", "concurrency.max")?,
-        adaptive: field(c, "adaptive", "concurrency.adaptive")?,
-    };
-    if concurrency.min == 0 {
-        return Err(perr("concurrency.min", "must be at least 1"));
-    }
-    if concurrency.max < concurrency.min || concurrency.max > 100_000 {
-        return Err(perr("concurrency.max", "must be between concurrency.min and 100000"));
-    }
+    let concurrency = concurrency(obj)?;
 
     let heartbeat_timeout: Dur = field(obj, "heartbeat_timeout", "heartbeat_timeout")?;
     dur_in(
@@ -349,18 +323,7 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
         MAX_TIMEOUT,
     )?;
 
-    let signing_secret: Option<String> = field(obj, "signing_secret", "signing_secret")?;
-    if let Some(s) = &signing_secret {
-        let key = s
-            .strip_prefix("whsec_")
-            .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b));
-        if !matches!(key, Some(Ok(k)) if k.len() >= 12) {
-            return Err(perr(
-                "signing_secret",
-                "expected whsec_ followed by a base64 key of at least 12 bytes",
-            ));
-        }
-    }
+    let signing_secret = signing_secret(obj)?;
 
     Ok(FunctionSpec {
         endpoint,
@@ -378,6 +341,65 @@ pub fn resolve(partial: &Value, defaults: &Value, max_age: Duration) -> Result<F
         enabled: field(obj, "enabled", "enabled")?,
         signing_secret,
     })
+}
+
+/// The one key without a default.
+fn endpoint(obj: &Map<String, Value>) -> Result<Endpoint, PolicyError> {
+    let endpoint: Option<String> = field(obj, "endpoint", "endpoint")?;
+    let endpoint = endpoint.ok_or_else(|| perr("endpoint", "required: the URL jetask calls"))?;
+    Endpoint::parse(&endpoint).map_err(|why| perr("endpoint", why))
+}
+
+/// The retry delays, each within the record retention `max_age`.
+fn backoff(obj: &Map<String, Value>, max_age: Duration) -> Result<Backoff, PolicyError> {
+    let b = object(obj.get("backoff").unwrap_or(&Value::Null), "backoff")?;
+    check_keys(b, &["initial", "max", "multiplier", "jitter"], "backoff.")?;
+    let backoff = Backoff {
+        initial: field(b, "initial", "backoff.initial")?,
+        max: field(b, "max", "backoff.max")?,
+        multiplier: field(b, "multiplier", "backoff.multiplier")?,
+        jitter: field(b, "jitter", "backoff.jitter")?,
+    };
+    dur_in(backoff.initial, "backoff.initial", Duration::from_millis(1), max_age)?;
+    dur_in(backoff.max, "backoff.max", backoff.initial.0, max_age)?;
+    if !(1.0..=100.0).contains(&backoff.multiplier) {
+        return Err(perr("backoff.multiplier", "must be between 1 and 100"));
+    }
+    Ok(backoff)
+}
+
+fn concurrency(obj: &Map<String, Value>) -> Result<Concurrency, PolicyError> {
+    let c = object(obj.get("concurrency").unwrap_or(&Value::Null), "concurrency")?;
+    check_keys(c, &["min", "max", "adaptive"], "concurrency.")?;
+    let concurrency = Concurrency {
+        min: field(c, "min", "concurrency.min")?,
+        max: field(c, "max", "concurrency.max")?,
+        adaptive: field(c, "adaptive", "concurrency.adaptive")?,
+    };
+    if concurrency.min == 0 {
+        return Err(perr("concurrency.min", "must be at least 1"));
+    }
+    if concurrency.max < concurrency.min || concurrency.max > 100_000 {
+        return Err(perr("concurrency.max", "must be between concurrency.min and 100000"));
+    }
+    Ok(concurrency)
+}
+
+/// The webhook signing key, refused unless it is a `whsec_` key long enough to sign with.
+fn signing_secret(obj: &Map<String, Value>) -> Result<Option<String>, PolicyError> {
+    let signing_secret: Option<String> = field(obj, "signing_secret", "signing_secret")?;
+    if let Some(s) = &signing_secret {
+        let key = s
+            .strip_prefix("whsec_")
+            .map(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b));
+        if !matches!(key, Some(Ok(k)) if k.len() >= 12) {
+            return Err(perr(
+                "signing_secret",
+                "expected whsec_ followed by a base64 key of at least 12 bytes",
+            ));
+        }
+    }
+    Ok(signing_secret)
 }
 
 /// Checks what a spec points at against the operator's rules (`[egress]` for the endpoint and

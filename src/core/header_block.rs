@@ -58,7 +58,26 @@ fn not_utf8(bytes: &[u8]) -> String {
 pub fn read(block: &[u8]) -> HeaderBlock {
     let mut out = HeaderBlock::default();
     let mut lines = block.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    match lines.next().map(|l| l.strip_prefix(b"NATS/1.0")) {
+    read_version(&mut out, lines.next());
+    // Whether the last header was kept, so that its continuation lines join it.
+    let mut kept = false;
+    for line in lines {
+        if line.is_empty() {
+            continue;
+        }
+        kept = if line[0].is_ascii_whitespace() {
+            // A folded continuation of the header before it.
+            kept && fold(&mut out, line)
+        } else {
+            read_header(&mut out, line)
+        };
+    }
+    out
+}
+
+/// Checks the version line: a submission is a plain `NATS/1.0`, never a status.
+fn read_version(out: &mut HeaderBlock, first: Option<&[u8]>) {
+    match first.map(|l| l.strip_prefix(b"NATS/1.0")) {
         Some(Some(rest)) if rest.trim_ascii().is_empty() => {}
         Some(Some(rest)) => out.fault(field_error(
             BLOCK,
@@ -69,69 +88,73 @@ pub fn read(block: &[u8]) -> HeaderBlock {
         )),
         _ => out.fault(field_error(BLOCK, "the header block does not begin with NATS/1.0")),
     }
-    // Whether the last header was kept, so that its continuation lines join it.
-    let mut kept = false;
-    for line in lines {
-        if line.is_empty() {
-            continue;
+}
+
+/// Joins a continuation `line` to the header kept before it; whether that header is still kept
+/// (a line that is not UTF-8 takes it out).
+fn fold(out: &mut HeaderBlock, line: &[u8]) -> bool {
+    match std::str::from_utf8(line) {
+        Ok(more) => {
+            if let Some((_, v)) = out.headers.last_mut() {
+                v.push_str(more.trim_end());
+            }
+            true
         }
-        if line[0].is_ascii_whitespace() {
-            // A folded continuation of the header before it.
-            match (kept, std::str::from_utf8(line)) {
-                (true, Ok(more)) => {
-                    if let Some((_, v)) = out.headers.last_mut() {
-                        v.push_str(more.trim_end());
-                    }
-                }
-                (true, Err(_)) => {
-                    let name = out.headers.pop().map(|(k, _)| k).unwrap_or_default();
-                    out.fault(field_error(&name, format!("value {}", not_utf8(line))));
-                    kept = false;
-                }
-                (false, _) => {}
-            }
-            continue;
-        }
-        kept = false;
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            out.fault(field_error(
-                BLOCK,
-                format!("the header line \"{}\" has no colon", quote(line)),
-            ));
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        let name = match std::str::from_utf8(name) {
-            Ok(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_graphic()) => n,
-            Ok("") => {
-                out.fault(field_error(BLOCK, "a header line has an empty name"));
-                continue;
-            }
-            _ => {
-                let shown = quote(name);
-                let why = if std::str::from_utf8(name).is_err() {
-                    format!("header name {}", not_utf8(name))
-                } else {
-                    "header name has a space or control character".to_string()
-                };
-                out.fault(field_error(&shown, why));
-                continue;
-            }
-        };
-        match std::str::from_utf8(value) {
-            Ok(v) => {
-                out.headers.push((name.to_string(), v.to_string()));
-                kept = true;
-            }
-            Err(_) => {
-                out.fault(field_error(
-                    &quote(name.as_bytes()),
-                    format!("value {}", not_utf8(value)),
-                ));
-            }
+        Err(_) => {
+            let name = out.headers.pop().map(|(k, _)| k).unwrap_or_default();
+            out.fault(field_error(&name, format!("value {}", not_utf8(line))));
+            false
         }
     }
-    out
+}
+
+/// Reads one `Name: value` line into `out`; whether it was kept.
+fn read_header(out: &mut HeaderBlock, line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        out.fault(field_error(
+            BLOCK,
+            format!("the header line \"{}\" has no colon", quote(line)),
+        ));
+        return false;
+    };
+    let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+    let name = match header_name(name) {
+        Ok(n) => n,
+        Err(e) => {
+            out.fault(e);
+            return false;
+        }
+    };
+    match std::str::from_utf8(value) {
+        Ok(v) => {
+            out.headers.push((name.to_string(), v.to_string()));
+            true
+        }
+        Err(_) => {
+            out.fault(field_error(
+                &quote(name.as_bytes()),
+                format!("value {}", not_utf8(value)),
+            ));
+            false
+        }
+    }
+}
+
+/// A header name as async-nats accepts it: UTF-8, not empty, no space or control character.
+fn header_name(name: &[u8]) -> Result<&str, FieldError> {
+    match std::str::from_utf8(name) {
+        Ok(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_graphic()) => Ok(n),
+        Ok("") => Err(field_error(BLOCK, "a header line has an empty name")),
+        _ => {
+            let shown = quote(name);
+            let why = if std::str::from_utf8(name).is_err() {
+                format!("header name {}", not_utf8(name))
+            } else {
+                "header name has a space or control character".to_string()
+            };
+            Err(field_error(&shown, why))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -105,72 +105,7 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
     })?;
     let mut r = record.clone();
     let mut effects = Vec::with_capacity(3);
-    let mut detail = None;
-    match event {
-        Event::Dequeue => {}
-        Event::Start { attempt } => {
-            r.attempts = attempt;
-            if r.started_at.is_none() {
-                r.started_at = Some(now);
-                r.queue_ms = Some(now.since(r.not_before.unwrap_or(r.created_at).max(r.created_at)));
-            }
-            r.attempt_started_at = Some(now);
-            r.next_attempt_at = None;
-            r.heartbeat_at = None;
-            r.async_attempt = false;
-            detail = Some(format!("attempt {attempt}"));
-        }
-        Event::Succeed { result, detail: d } => {
-            end_attempt(&mut r, now);
-            r.result = result.text;
-            r.result_base64 = result.base64;
-            r.result_truncated = result.truncated;
-            r.error = None;
-            detail = Some(d);
-        }
-        Event::Fail {
-            error,
-            retry_at,
-            detail: d,
-        } => {
-            end_attempt(&mut r, now);
-            r.error = Some(error);
-            r.next_attempt_at = retry_at;
-            if let Some(at) = retry_at {
-                effects.push(Effect::Redeliver { at });
-            }
-            detail = Some(d);
-        }
-        Event::Throttle { retry_at, detail: d } => {
-            end_attempt(&mut r, now);
-            // A throttled call is not an attempt: the retry carries the same number.
-            r.attempts = r.attempts.saturating_sub(1);
-            r.error = Some(TaskError::new(ErrorType::Throttled, d.clone()));
-            r.next_attempt_at = Some(retry_at);
-            effects.push(Effect::Redeliver { at: retry_at });
-            detail = Some(d);
-        }
-        Event::Stop => {
-            if to == Status::Stopping {
-                effects.push(Effect::AbortAttempt);
-            } else {
-                if record.status == Status::Stopping {
-                    end_attempt(&mut r, now);
-                }
-                r.error = Some(TaskError::new(ErrorType::Stopped, "stopped on request"));
-                r.next_attempt_at = None;
-            }
-        }
-        Event::Expire { reason } => {
-            r.error = Some(TaskError::new(ErrorType::Expired, reason.clone()));
-            r.next_attempt_at = None;
-            detail = Some(reason);
-        }
-        Event::Invalidate { reason } => {
-            r.error = Some(TaskError::new(ErrorType::Invalid, reason.clone()));
-            detail = Some(reason);
-        }
-    }
+    let detail = record_event(&mut r, to, event, now, &mut effects);
     r.status = to;
     if to.is_terminal() {
         r.finished_at = Some(now);
@@ -184,6 +119,100 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
     });
     effects.insert(0, Effect::Emit(to));
     Ok(Transition { record: r, effects })
+}
+
+/// Writes what `event` changes into `r` (still in its old status, on its way `to`), pushing the
+/// effects it needs beyond the emit and finish every transition gets; returns the history detail.
+fn record_event(
+    r: &mut TaskRecord,
+    to: Status,
+    event: Event,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Option<String> {
+    match event {
+        Event::Dequeue => None,
+        Event::Start { attempt } => Some(start_attempt(r, attempt, now)),
+        Event::Succeed { result, detail } => {
+            record_success(r, result, now);
+            Some(detail)
+        }
+        Event::Fail {
+            error,
+            retry_at,
+            detail,
+        } => {
+            end_attempt(r, now);
+            r.error = Some(error);
+            r.next_attempt_at = retry_at;
+            if let Some(at) = retry_at {
+                effects.push(Effect::Redeliver { at });
+            }
+            Some(detail)
+        }
+        Event::Throttle { retry_at, detail } => {
+            record_throttle(r, retry_at, &detail, now);
+            effects.push(Effect::Redeliver { at: retry_at });
+            Some(detail)
+        }
+        Event::Stop => {
+            if to == Status::Stopping {
+                effects.push(Effect::AbortAttempt);
+            } else {
+                record_stop(r, now);
+            }
+            None
+        }
+        Event::Expire { reason } => {
+            r.error = Some(TaskError::new(ErrorType::Expired, reason.clone()));
+            r.next_attempt_at = None;
+            Some(reason)
+        }
+        Event::Invalidate { reason } => {
+            r.error = Some(TaskError::new(ErrorType::Invalid, reason.clone()));
+            Some(reason)
+        }
+    }
+}
+
+/// Opens attempt number `attempt`; the first one also fixes when the task started and how long it
+/// queued. Returns the history detail.
+fn start_attempt(r: &mut TaskRecord, attempt: u32, now: Timestamp) -> String {
+    r.attempts = attempt;
+    if r.started_at.is_none() {
+        r.started_at = Some(now);
+        r.queue_ms = Some(now.since(r.not_before.unwrap_or(r.created_at).max(r.created_at)));
+    }
+    r.attempt_started_at = Some(now);
+    r.next_attempt_at = None;
+    r.heartbeat_at = None;
+    r.async_attempt = false;
+    format!("attempt {attempt}")
+}
+
+fn record_success(r: &mut TaskRecord, result: Encoded, now: Timestamp) {
+    end_attempt(r, now);
+    r.result = result.text;
+    r.result_base64 = result.base64;
+    r.result_truncated = result.truncated;
+    r.error = None;
+}
+
+fn record_throttle(r: &mut TaskRecord, retry_at: Timestamp, detail: &str, now: Timestamp) {
+    end_attempt(r, now);
+    // A throttled call is not an attempt: the retry carries the same number.
+    r.attempts = r.attempts.saturating_sub(1);
+    r.error = Some(TaskError::new(ErrorType::Throttled, detail.to_string()));
+    r.next_attempt_at = Some(retry_at);
+}
+
+/// A stop that ends the task now (not one that must first abort a running attempt).
+fn record_stop(r: &mut TaskRecord, now: Timestamp) {
+    if r.status == Status::Stopping {
+        end_attempt(r, now);
+    }
+    r.error = Some(TaskError::new(ErrorType::Stopped, "stopped on request"));
+    r.next_attempt_at = None;
 }
 
 fn end_attempt(r: &mut TaskRecord, now: Timestamp) {

@@ -64,71 +64,14 @@ impl Schedule {
         if !valid_function_name(name) {
             return Err(perr("name", "schedule names are [A-Za-z0-9_-]{1,64}"));
         }
-        let obj: &Map<String, Value> = body
-            .as_object()
-            .ok_or_else(|| perr("schedule", "expected a JSON object"))?;
-        const KEYS: [&str; 8] = [
-            "function",
-            "cron",
-            "every",
-            "time_zone",
-            "input",
-            "enabled",
-            "catch_up",
-            "name",
-        ];
-        if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(perr(
-                &crate::core::function::shown_key(k),
-                format!("unknown key; expected one of {}", KEYS[..7].join(", ")),
-            ));
-        }
-        if obj.get("name").is_some_and(|n| n != name) {
-            return Err(perr("name", "differs from the name in the path"));
-        }
-        let string = |k: &str| -> Result<Option<String>, PolicyError> {
-            match obj.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(perr(k, "expected a string")),
-            }
-        };
-        let boolean = |k: &str| -> Result<bool, PolicyError> {
-            match obj.get(k) {
-                None | Some(Value::Null) => Ok(true),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(_) => Err(perr(k, "expected true or false")),
-            }
-        };
+        let obj = known_keys(name, body)?;
         let function =
-            string("function")?.ok_or_else(|| perr("function", "required: the function each firing runs"))?;
+            string(obj, "function")?.ok_or_else(|| perr("function", "required: the function each firing runs"))?;
         if !valid_function_name(&function) {
             return Err(perr("function", format!("{function:?} is not a function name")));
         }
-        let cron = string("cron")?;
-        let every = string("every")?
-            .map(|e| e.parse::<Dur>().map_err(|err| perr("every", err.to_string())))
-            .transpose()?;
-        match (&cron, every) {
-            (Some(_), Some(_)) => return Err(perr("every", "give either cron or every, not both")),
-            (None, None) => return Err(perr("cron", "required: a cron expression, or every")),
-            (Some(c), None) => {
-                croner::Cron::from_str(c).map_err(|e| perr("cron", format!("{c:?}: {e}")))?;
-            }
-            (None, Some(d)) if d.0 < Duration::from_secs(1) => return Err(perr("every", "must be at least 1s")),
-            (None, Some(d)) if d.0 > MAX_EVERY => {
-                return Err(perr("every", format!("must be at most {}", Dur(MAX_EVERY))))
-            }
-            _ => {}
-        }
-        let time_zone = string("time_zone")?;
-        if let Some(tz) = &time_zone {
-            if every.is_some() {
-                return Err(perr("time_zone", "applies to cron schedules only"));
-            }
-            tz.parse::<chrono_tz::Tz>()
-                .map_err(|_| perr("time_zone", format!("{tz:?} is not an IANA time zone")))?;
-        }
+        let (cron, every) = timing(obj)?;
+        let time_zone = time_zone(obj, every)?;
         let s = Schedule {
             name: name.to_string(),
             function,
@@ -136,8 +79,8 @@ impl Schedule {
             every,
             time_zone,
             input: obj.get("input").cloned().unwrap_or(Value::Null),
-            enabled: boolean("enabled")?,
-            catch_up: boolean("catch_up")?,
+            enabled: boolean(obj, "enabled")?,
+            catch_up: boolean(obj, "catch_up")?,
             created_at,
         };
         // A cron expression with no moment to come (`0 0 31 2 *`, a year gone by) would never
@@ -232,6 +175,82 @@ impl Schedule {
             other => (serde_json::to_vec(other).unwrap_or_default(), "application/json"),
         }
     }
+}
+
+/// The body as an object of schedule keys only; a `name` in it must be the one in the path.
+fn known_keys<'a>(name: &str, body: &'a Value) -> Result<&'a Map<String, Value>, PolicyError> {
+    let obj: &Map<String, Value> = body
+        .as_object()
+        .ok_or_else(|| perr("schedule", "expected a JSON object"))?;
+    const KEYS: [&str; 8] = [
+        "function",
+        "cron",
+        "every",
+        "time_zone",
+        "input",
+        "enabled",
+        "catch_up",
+        "name",
+    ];
+    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(perr(
+            &crate::core::function::shown_key(k),
+            format!("unknown key; expected one of {}", KEYS[..7].join(", ")),
+        ));
+    }
+    if obj.get("name").is_some_and(|n| n != name) {
+        return Err(perr("name", "differs from the name in the path"));
+    }
+    Ok(obj)
+}
+
+fn string(obj: &Map<String, Value>, k: &str) -> Result<Option<String>, PolicyError> {
+    match obj.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(perr(k, "expected a string")),
+    }
+}
+
+/// A flag that is on unless the body turns it off.
+fn boolean(obj: &Map<String, Value>, k: &str) -> Result<bool, PolicyError> {
+    match obj.get(k) {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(perr(k, "expected true or false")),
+    }
+}
+
+/// When the schedule fires: exactly one of a valid `cron` expression or an `every` of at least 1s.
+fn timing(obj: &Map<String, Value>) -> Result<(Option<String>, Option<Dur>), PolicyError> {
+    let cron = string(obj, "cron")?;
+    let every = string(obj, "every")?
+        .map(|e| e.parse::<Dur>().map_err(|err| perr("every", err.to_string())))
+        .transpose()?;
+    match (&cron, every) {
+        (Some(_), Some(_)) => return Err(perr("every", "give either cron or every, not both")),
+        (None, None) => return Err(perr("cron", "required: a cron expression, or every")),
+        (Some(c), None) => {
+            croner::Cron::from_str(c).map_err(|e| perr("cron", format!("{c:?}: {e}")))?;
+        }
+        (None, Some(d)) if d.0 < Duration::from_secs(1) => return Err(perr("every", "must be at least 1s")),
+        (None, Some(d)) if d.0 > MAX_EVERY => return Err(perr("every", format!("must be at most {}", Dur(MAX_EVERY)))),
+        _ => {}
+    }
+    Ok((cron, every))
+}
+
+/// An IANA time zone, which only a cron schedule has: an `every` interval is the same in any zone.
+fn time_zone(obj: &Map<String, Value>, every: Option<Dur>) -> Result<Option<String>, PolicyError> {
+    let time_zone = string(obj, "time_zone")?;
+    if let Some(tz) = &time_zone {
+        if every.is_some() {
+            return Err(perr("time_zone", "applies to cron schedules only"));
+        }
+        tz.parse::<chrono_tz::Tz>()
+            .map_err(|_| perr("time_zone", format!("{tz:?} is not an IANA time zone")))?;
+    }
+    Ok(time_zone)
 }
 
 #[cfg(test)]

@@ -146,102 +146,133 @@ impl From<String> for Failure {
     }
 }
 
+/// Makes one delivery of `job` to its destination, checked against the operator's rules first.
 async fn deliver(ctx: &Ctx, job: &Job, record: &TaskRecord, spec: Option<&FunctionSpec>) -> Result<(), Failure> {
     // Checked again here, not only where the destination was given: a record or a function
     // written before a rule, or before the operator narrowed it, must not get through.
     let dest = crate::core::destination::check(&job.target, &ctx.config.rules())
         .map_err(|e| Failure::Refused(e.to_string()))?;
     let payload = body(&job.kind, record);
+    let delivery = Delivery { ctx, job, record, spec };
     match dest {
-        Destination::Webhook(url) => {
-            let msg_id = job.webhook_id();
-            let ts = Timestamp::now().millis() / 1000;
-            let mut req = ctx
-                .http
-                .http()
-                .post(&url)
-                .timeout(
-                    spec.map(|s| s.timeout.0)
-                        .unwrap_or(Duration::from_secs(30))
-                        .min(Duration::from_secs(30)),
-                )
-                .header("content-type", "application/json")
-                .header("webhook-id", &msg_id)
-                .header("webhook-timestamp", ts.to_string());
-            if let Some(secret) = spec.and_then(|s| s.signing_secret.as_deref()) {
-                let sig = crate::core::signing::sign(secret, &msg_id, ts, &payload).map_err(|e| e.to_string())?;
-                req = req.header("webhook-signature", sig);
-            }
-            if let Some(tp) = &record.traceparent {
-                req = req.header("traceparent", tp);
-            }
-            let resp = req.body(payload).send().await.map_err(|e| match egress::refusal(&e) {
-                Some(r) => Failure::Refused(format!("webhook {r}")),
-                None => Failure::Retry(format!("webhook unreachable: {}", crate::engine::invoke::describe(&e))),
-            })?;
-            if resp.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("webhook answered HTTP {}", resp.status().as_u16()).into())
-            }
+        Destination::Webhook(url) => delivery.post_webhook(&url, payload).await,
+        Destination::Nats(subject) => delivery.publish(subject, payload).await,
+        Destination::Function(name) => delivery.start_task(name, payload).await,
+    }
+}
+
+/// One delivery of `job`'s finished `record`, under its function's `spec` (if it still has one).
+struct Delivery<'a> {
+    ctx: &'a Ctx,
+    job: &'a Job,
+    record: &'a TaskRecord,
+    spec: Option<&'a FunctionSpec>,
+}
+
+impl Delivery<'_> {
+    /// A signed `POST` of `payload` to `url`; delivered when it answers 2xx.
+    async fn post_webhook(&self, url: &str, payload: Vec<u8>) -> Result<(), Failure> {
+        let (ctx, spec) = (self.ctx, self.spec);
+        let msg_id = self.job.webhook_id();
+        let ts = Timestamp::now().millis() / 1000;
+        let mut req = ctx
+            .http
+            .http()
+            .post(url)
+            .timeout(
+                spec.map(|s| s.timeout.0)
+                    .unwrap_or(Duration::from_secs(30))
+                    .min(Duration::from_secs(30)),
+            )
+            .header("content-type", "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", ts.to_string());
+        if let Some(secret) = spec.and_then(|s| s.signing_secret.as_deref()) {
+            let sig = crate::core::signing::sign(secret, &msg_id, ts, &payload).map_err(|e| e.to_string())?;
+            req = req.header("webhook-signature", sig);
         }
-        Destination::Nats(subject) => {
-            // A stream that keeps the subject acknowledges the message; without one, a plain
-            // publish reaches the subject's subscribers (a JetStream publish would wait for an
-            // acknowledgement that a plain subscriber never sends).
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(subjects::headers::MSG_ID, job.webhook_id().as_str());
-            if let Some(tp) = &record.traceparent {
-                headers.insert(subjects::headers::TRACEPARENT, tp.as_str());
-            }
-            if ctx.nats.js.stream_by_subject(subject.clone()).await.is_ok() {
-                let ack = ctx
-                    .nats
-                    .js
-                    .publish_with_headers(subject, headers, payload.into())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return ack.await.map(|_| ()).map_err(|e| e.to_string().into());
-            }
-            ctx.nats
-                .client
+        if let Some(tp) = &self.record.traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let resp = req.body(payload).send().await.map_err(|e| match egress::refusal(&e) {
+            Some(r) => Failure::Refused(format!("webhook {r}")),
+            None => Failure::Retry(format!("webhook unreachable: {}", crate::engine::invoke::describe(&e))),
+        })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("webhook answered HTTP {}", resp.status().as_u16()).into())
+        }
+    }
+
+    /// `payload` on the NATS `subject`, acknowledged by a stream when one keeps the subject.
+    async fn publish(&self, subject: String, payload: Vec<u8>) -> Result<(), Failure> {
+        let ctx = self.ctx;
+        // A stream that keeps the subject acknowledges the message; without one, a plain
+        // publish reaches the subject's subscribers (a JetStream publish would wait for an
+        // acknowledgement that a plain subscriber never sends).
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(subjects::headers::MSG_ID, self.job.webhook_id().as_str());
+        if let Some(tp) = &self.record.traceparent {
+            headers.insert(subjects::headers::TRACEPARENT, tp.as_str());
+        }
+        if ctx.nats.js.stream_by_subject(subject.clone()).await.is_ok() {
+            let ack = ctx
+                .nats
+                .js
                 .publish_with_headers(subject, headers, payload.into())
                 .await
                 .map_err(|e| e.to_string())?;
-            ctx.nats.client.flush().await.map_err(|e| e.to_string().into())
+            return ack.await.map(|_| ()).map_err(|e| e.to_string().into());
         }
-        Destination::Function(name) => {
-            if ctx.function(&name).await.is_none() {
-                return Err(format!("no function {name:?}").into());
-            }
-            let (input, content_type) = if record.status == Status::Succeeded {
-                let bytes = Encoded::decode(record.result.as_deref(), record.result_base64.as_deref());
-                let ct = if record.result.is_some() {
-                    "text/plain; charset=utf-8"
-                } else {
-                    "application/octet-stream"
-                };
-                (bytes, ct)
-            } else {
-                (payload, "application/json")
-            };
-            let s = HttpSubmission {
-                function: name,
-                user: record.user.clone(),
-                id: Some(chained_task_id(job)),
-                options: Options {
-                    content_type: Some(content_type.into()),
-                    traceparent: record.traceparent.clone(),
-                    triggered_by: Some(record.id.clone()),
-                    ..Options::default()
-                },
-                input: input.into(),
-            };
-            intake::submit(ctx, s, false, true)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string().into())
+        ctx.nats
+            .client
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.nats.client.flush().await.map_err(|e| e.to_string().into())
+    }
+
+    /// A new task of the function `name`, with an ID derived from the job so that a redelivery
+    /// starts no second one.
+    async fn start_task(&self, name: String, payload: Vec<u8>) -> Result<(), Failure> {
+        let (ctx, record) = (self.ctx, self.record);
+        if ctx.function(&name).await.is_none() {
+            return Err(format!("no function {name:?}").into());
         }
+        let (input, content_type) = chained_input(record, payload);
+        let s = HttpSubmission {
+            function: name,
+            user: record.user.clone(),
+            id: Some(chained_task_id(self.job)),
+            options: Options {
+                content_type: Some(content_type.into()),
+                traceparent: record.traceparent.clone(),
+                triggered_by: Some(record.id.clone()),
+                ..Options::default()
+            },
+            input: input.into(),
+        };
+        intake::submit(ctx, s, false, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string().into())
+    }
+}
+
+/// The input of a chained task and its content type: a succeeded task's result, as it is; else
+/// the delivery body, which says why the task did not succeed.
+fn chained_input(record: &TaskRecord, payload: Vec<u8>) -> (Vec<u8>, &'static str) {
+    if record.status == Status::Succeeded {
+        let bytes = Encoded::decode(record.result.as_deref(), record.result_base64.as_deref());
+        let ct = if record.result.is_some() {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/octet-stream"
+        };
+        (bytes, ct)
+    } else {
+        (payload, "application/json")
     }
 }
 
@@ -262,17 +293,10 @@ async fn record_outcome(ctx: &Ctx, id: &str, destination: Value) -> Result<(), S
 
 /// One delivery attempt of a job; what to tell JetStream.
 async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
-    let record = match ctx.tasks.get(&job.task_id).await {
-        Ok(Some(v)) => v.record,
-        Ok(None) => return AckKind::Ack,
-        Err(_) => return AckKind::Nak(Some(Duration::from_secs(1))),
+    let record = match still_owed(ctx, job).await {
+        Ok(record) => record,
+        Err(ack) => return ack,
     };
-    let Some(pending) = pending_job(&record) else {
-        return AckKind::Ack;
-    };
-    if pending != *job {
-        return AckKind::Ack;
-    }
     let spec = ctx.function(&record.function).await;
     let attempts = record
         .destination
@@ -281,13 +305,7 @@ async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
         .unwrap_or(0)
         + 1;
     let outcome = deliver(ctx, job, &record, spec.as_deref()).await;
-    let kind = job
-        .target
-        .split_once(':')
-        .map_or("webhook", |(scheme, _)| match scheme {
-            "nats" | "function" => scheme,
-            _ => "webhook",
-        });
+    let kind = destination_kind(&job.target);
     let now = Timestamp::now();
     let (destination, ack) = match outcome {
         Ok(()) => {
@@ -304,28 +322,20 @@ async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
             (d, AckKind::Ack)
         }
         Err(Failure::Retry(error)) => {
-            let defaults = crate::core::function::Backoff {
-                initial: crate::core::duration::Dur::from_secs(1),
-                max: crate::core::duration::Dur::from_secs(300),
-                multiplier: 2.0,
-                jitter: true,
-            };
-            let backoff = spec.as_ref().map(|s| s.backoff.clone()).unwrap_or(defaults);
-            let age = spec
-                .as_ref()
-                .map(|s| s.max_event_age.0)
-                .unwrap_or(Duration::from_secs(86_400));
-            let wait = backoff_delay(&backoff, attempts as u32, rand::random::<f64>());
-            let deadline = record.finished_at.unwrap_or(now).plus(age);
             tracing::info!(task_id = %job.task_id, attempts, error = %error, "result delivery failed");
-            if now.plus(wait) < deadline {
-                ctx.metrics.delivery(kind, "retrying");
-                let d = json!({"target": job.target, "status": "Retrying", "attempts": attempts, "last_error": error});
-                (d, AckKind::Nak(Some(wait)))
-            } else {
-                ctx.metrics.delivery(kind, "failed");
-                let d = json!({"target": job.target, "status": "Failed", "attempts": attempts, "last_error": error});
-                (d, AckKind::Ack)
+            match next_try(spec.as_deref(), &record, attempts, now) {
+                Some(wait) => {
+                    ctx.metrics.delivery(kind, "retrying");
+                    let d =
+                        json!({"target": job.target, "status": "Retrying", "attempts": attempts, "last_error": error});
+                    (d, AckKind::Nak(Some(wait)))
+                }
+                None => {
+                    ctx.metrics.delivery(kind, "failed");
+                    let d =
+                        json!({"target": job.target, "status": "Failed", "attempts": attempts, "last_error": error});
+                    (d, AckKind::Ack)
+                }
             }
         }
     };
@@ -333,6 +343,44 @@ async fn handle(ctx: &Ctx, job: &Job) -> AckKind {
         Ok(()) => ack,
         Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
     }
+}
+
+/// The record whose pending delivery `job` still is; else what to tell JetStream (a job that
+/// was delivered, superseded or whose task is gone is settled; a store error tries again soon).
+async fn still_owed(ctx: &Ctx, job: &Job) -> Result<TaskRecord, AckKind> {
+    let record = match ctx.tasks.get(&job.task_id).await {
+        Ok(Some(v)) => v.record,
+        Ok(None) => return Err(AckKind::Ack),
+        Err(_) => return Err(AckKind::Nak(Some(Duration::from_secs(1)))),
+    };
+    match pending_job(&record) {
+        Some(pending) if pending == *job => Ok(record),
+        _ => Err(AckKind::Ack),
+    }
+}
+
+/// The destination kind a delivery is counted under in the metrics.
+fn destination_kind(target: &str) -> &str {
+    target.split_once(':').map_or("webhook", |(scheme, _)| match scheme {
+        "nats" | "function" => scheme,
+        _ => "webhook",
+    })
+}
+
+/// How long to wait before trying a failed delivery again (the function's backoff), or `None`
+/// when that would fall past its `max_event_age` from the task's finish: the delivery has failed.
+fn next_try(spec: Option<&FunctionSpec>, record: &TaskRecord, attempts: u64, now: Timestamp) -> Option<Duration> {
+    let defaults = crate::core::function::Backoff {
+        initial: crate::core::duration::Dur::from_secs(1),
+        max: crate::core::duration::Dur::from_secs(300),
+        multiplier: 2.0,
+        jitter: true,
+    };
+    let backoff = spec.map(|s| s.backoff.clone()).unwrap_or(defaults);
+    let age = spec.map(|s| s.max_event_age.0).unwrap_or(Duration::from_secs(86_400));
+    let wait = backoff_delay(&backoff, attempts as u32, rand::random::<f64>());
+    let deadline = record.finished_at.unwrap_or(now).plus(age);
+    (now.plus(wait) < deadline).then_some(wait)
 }
 
 /// Deliveries in flight on one replica.

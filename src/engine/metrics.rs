@@ -127,110 +127,130 @@ impl Metrics {
             consumer_ack_pending: Family::default(),
             registry: Registry::default(),
         };
+        m.register_counters(&mut registry);
+        m.register_durations(&mut registry);
+        m.register_slots(&mut registry);
+        m.register_queue(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Counts of tasks, calls and deliveries, this replica's since it started.
+    fn register_counters(&self, registry: &mut Registry) {
         // Counters get `_total` appended by the encoder.
         registry.register(
             "jetask_tasks_submitted",
             "Tasks recorded (Enqueued), by this replica",
-            m.submitted.clone(),
+            self.submitted.clone(),
         );
         registry.register(
             "jetask_tasks_dequeued",
             "Tasks taken by a dispatcher (Dequeued)",
-            m.dequeued.clone(),
+            self.dequeued.clone(),
         );
         registry.register(
             "jetask_tasks_finished",
             "Tasks that reached a final state",
-            m.finished.clone(),
+            self.finished.clone(),
         );
         registry.register(
             "jetask_tasks_expired_dropped",
             "Tasks dropped unrun or unfinished for being older than max_event_age",
-            m.expired.clone(),
+            self.expired.clone(),
         );
         registry.register(
             "jetask_attempts",
             "Function calls by outcome: success, async (202), throttled, stopped, or the error type",
-            m.attempts.clone(),
+            self.attempts.clone(),
         );
         registry.register(
             "jetask_throttled",
             "Times a task waited for a limit: endpoint (429/503), function or user",
-            m.throttled.clone(),
+            self.throttled.clone(),
         );
         registry.register(
             "jetask_callback_deliveries",
             "Result deliveries by destination kind and outcome",
-            m.deliveries.clone(),
+            self.deliveries.clone(),
         );
         registry.register(
             "jetask_tasks_expedited",
             "Tasks of users with few queued tasks named for a head start on a long queue",
-            m.expedited.clone(),
+            self.expedited.clone(),
         );
         registry.register(
             "jetask_poison",
             "Submissions jetask could not process as they were (unreadable headers, records that cannot be read or written), terminated after a bounded number of deliveries",
-            m.poison.clone(),
+            self.poison.clone(),
         );
+    }
+
+    /// How long tasks wait, run and take in all, as histograms.
+    fn register_durations(&self, registry: &mut Registry) {
         registry.register(
             "jetask_queue_time_seconds",
             "From when a task was due (submission or not-before) to its first call",
-            m.queue_time.clone(),
+            self.queue_time.clone(),
         );
         registry.register(
             "jetask_run_time_seconds",
             "Duration of one attempt, call to outcome (completion for long tasks)",
-            m.run_time.clone(),
+            self.run_time.clone(),
         );
         registry.register(
             "jetask_end_to_end_seconds",
             "From when a task was due to its final state",
-            m.end_to_end.clone(),
+            self.end_to_end.clone(),
         );
+    }
+
+    /// What this replica runs now and may run at once.
+    fn register_slots(&self, registry: &mut Registry) {
         registry.register(
             "jetask_attempts_in_flight",
             "Attempts this replica is running now",
-            m.in_flight.clone(),
+            self.in_flight.clone(),
         );
         registry.register(
             "jetask_concurrency_limit",
             "Attempts this replica may run at once for a function",
-            m.concurrency_limit.clone(),
+            self.concurrency_limit.clone(),
         );
+    }
+
+    /// The cluster's queue, read at scrape time (take their `max` across replicas).
+    fn register_queue(&self, registry: &mut Registry) {
         registry.register(
             "jetask_tasks_queued",
             "Tasks due and waiting for a slot (consumer pending + ack pending - running - delayed)",
-            m.queued.clone(),
+            self.queued.clone(),
         );
         // The autoscaling signal (docs/scaling.md), under the name an autoscaler is pointed
         // at: the same figure, since it is exactly what a new instance could start on.
         registry.register(
             "jetask_tasks_runnable",
             "Tasks due and waiting for a slot: not delayed, not backing off, not running (for autoscalers)",
-            m.queued.clone(),
+            self.queued.clone(),
         );
         registry.register(
             "jetask_tasks_delayed",
             "Tasks waiting for their not-before or their next retry",
-            m.delayed.clone(),
+            self.delayed.clone(),
         );
         registry.register(
             "jetask_tasks_running",
             "Tasks Running or Stopping, cluster-wide",
-            m.running.clone(),
+            self.running.clone(),
         );
         registry.register(
             "jetask_consumer_pending",
             "Submissions not yet delivered to any dispatcher (JetStream num_pending)",
-            m.consumer_pending.clone(),
+            self.consumer_pending.clone(),
         );
         registry.register(
             "jetask_consumer_ack_pending",
             "Submissions delivered and not yet settled (JetStream num_ack_pending)",
-            m.consumer_ack_pending.clone(),
+            self.consumer_ack_pending.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Counts a transition that has been written (one per published event).

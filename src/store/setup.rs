@@ -178,28 +178,53 @@ fn js_err(what: impl Into<String>) -> impl FnOnce(String) -> SetupError {
 pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupError> {
     progress.set("connecting to NATS");
     let client = connect_patiently(config).await?;
-    let server = client.server_info().max_payload;
-    let limits = fit_limits(&config.limits, server)?;
-    if limits.max_payload != config.limits.max_payload || limits.max_result != config.limits.max_result {
+    let limits = limits_in_force(&config.limits, client.server_info().max_payload)?;
+    let js = Handles::new(&client);
+    let submit = ensure_submissions(progress, &js, config, &limits).await?;
+    let buckets = ensure_buckets(progress, &js, config).await?;
+    let callbacks = ensure_deliveries(progress, &js, config).await?;
+    Ok(Nats {
+        client,
+        js: js.js,
+        tasks: buckets.tasks,
+        functions: buckets.functions,
+        schedules: buckets.schedules,
+        fires: buckets.fires,
+        replicas: buckets.presence,
+        submit,
+        callbacks,
+        limits,
+    })
+}
+
+/// The configured limits fitted to the server's `max_payload` of `server` bytes, logged when
+/// fitting changed them (an operator should know the limits are not the configured ones).
+fn limits_in_force(
+    limits: &crate::core::config::LimitsConfig,
+    server: usize,
+) -> Result<crate::core::config::LimitsConfig, SetupError> {
+    let fitted = fit_limits(limits, server)?;
+    if fitted.max_payload != limits.max_payload || fitted.max_result != limits.max_result {
         tracing::info!(
             server_max_payload = server,
-            max_payload = limits.max_payload,
-            max_result = limits.max_result,
+            max_payload = fitted.max_payload,
+            max_result = fitted.max_result,
             "limits not set in the config fitted to the NATS server's max_payload"
         );
     }
-    let js = jetstream::new(client.clone());
-    // Set-up requests wait briefly: on a forming cluster an unanswered one is lost for good
-    // (see `converge`), and trying again soon is what gets an answer.
-    let mut quick = js.clone();
-    quick.set_timeout(SETUP_REQUEST_TIMEOUT);
-    let js = Handles { quick, js };
-    let replicas = config.nats.replicas;
-    let retention = config.retention();
+    Ok(fitted)
+}
 
+/// The submissions stream and its intake consumer.
+async fn ensure_submissions(
+    progress: &Progress,
+    js: &Handles,
+    config: &Config,
+    limits: &crate::core::config::LimitsConfig,
+) -> Result<stream::Stream, SetupError> {
     let submit = ensure_stream(
         progress,
-        &js,
+        js,
         stream::Config {
             name: subjects::SUBMIT_STREAM.into(),
             description: Some("jetask submissions, kept until recorded and finished".into()),
@@ -208,10 +233,10 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
             // consumer have both acknowledged it.
             retention: stream::RetentionPolicy::Interest,
             storage: stream::StorageType::File,
-            max_age: retention,
+            max_age: config.retention(),
             duplicate_window: config.nats.duplicate_window.0,
             max_message_size: i32::try_from(limits.max_payload + 64 * 1024).unwrap_or(i32::MAX),
-            num_replicas: replicas,
+            num_replicas: config.nats.replicas,
             ..Default::default()
         },
     )
@@ -232,72 +257,74 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
         },
     )
     .await?;
+    Ok(submit)
+}
 
-    let bucket = |name: &str, description: &str, history: i64, max_age: Duration| kv::Config {
-        bucket: name.into(),
-        description: description.into(),
-        history,
-        max_age,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
+/// The KV buckets, as [`ensure_buckets`] returns them.
+struct Buckets {
+    tasks: kv::Store,
+    functions: kv::Store,
+    schedules: kv::Store,
+    fires: kv::Store,
+    presence: kv::Store,
+}
+
+/// Every KV bucket: task records, functions, schedules, their last firings, replica presence.
+async fn ensure_buckets(progress: &Progress, js: &Handles, config: &Config) -> Result<Buckets, SetupError> {
+    let ensure = |name: &str, description: &str, history: i64, max_age: Duration| {
+        let bucket = kv::Config {
+            bucket: name.into(),
+            description: description.into(),
+            history,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: config.nats.replicas,
+            ..Default::default()
+        };
+        ensure_bucket(progress, js, bucket)
     };
     let forever = Duration::ZERO;
-    let tasks = ensure_bucket(
-        progress,
-        &js,
-        bucket(subjects::TASKS_BUCKET, "jetask task records", 1, retention),
+    let tasks = ensure(subjects::TASKS_BUCKET, "jetask task records", 1, config.retention()).await?;
+    let functions = ensure(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever).await?;
+    let schedules = ensure(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever).await?;
+    let fires = ensure(
+        subjects::FIRES_BUCKET,
+        "jetask schedules: last handled firing",
+        1,
+        forever,
     )
     .await?;
-    let functions = ensure_bucket(
-        progress,
-        &js,
-        bucket(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever),
-    )
-    .await?;
-    let schedules = ensure_bucket(
-        progress,
-        &js,
-        bucket(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever),
-    )
-    .await?;
-    let fires = ensure_bucket(
-        progress,
-        &js,
-        bucket(
-            subjects::FIRES_BUCKET,
-            "jetask schedules: last handled firing",
-            1,
-            forever,
-        ),
-    )
-    .await?;
-
     // Presence only: a minute of history is plenty (replicas rewrite their key twice a second).
-    let presence = ensure_bucket(
-        progress,
-        &js,
-        bucket(
-            subjects::REPLICAS_BUCKET,
-            "jetask replicas alive and their concurrency holdings",
-            1,
-            Duration::from_secs(60),
-        ),
+    let presence = ensure(
+        subjects::REPLICAS_BUCKET,
+        "jetask replicas alive and their concurrency holdings",
+        1,
+        Duration::from_secs(60),
     )
     .await?;
+    Ok(Buckets {
+        tasks,
+        functions,
+        schedules,
+        fires,
+        presence,
+    })
+}
 
+/// The result-deliveries stream and its consumer.
+async fn ensure_deliveries(progress: &Progress, js: &Handles, config: &Config) -> Result<stream::Stream, SetupError> {
     let callbacks = ensure_stream(
         progress,
-        &js,
+        js,
         stream::Config {
             name: subjects::CALLBACK_STREAM.into(),
             description: Some("jetask result deliveries".into()),
             subjects: vec![subjects::CALLBACK_DELIVER.into()],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
-            max_age: retention,
+            max_age: config.retention(),
             duplicate_window: config.nats.duplicate_window.0,
-            num_replicas: replicas,
+            num_replicas: config.nats.replicas,
             ..Default::default()
         },
     )
@@ -317,19 +344,7 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
         },
     )
     .await?;
-
-    Ok(Nats {
-        client,
-        js: js.js,
-        tasks,
-        functions,
-        schedules,
-        fires,
-        replicas: presence,
-        submit,
-        callbacks,
-        limits,
-    })
+    Ok(callbacks)
 }
 
 /// What start-up is waiting for, for `/readyz` to show while JetStream is not ready.
@@ -420,6 +435,17 @@ const SETUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 struct Handles {
     quick: jetstream::Context,
     js: jetstream::Context,
+}
+
+impl Handles {
+    fn new(client: &async_nats::Client) -> Handles {
+        let js = jetstream::new(client.clone());
+        // Set-up requests wait briefly: on a forming cluster an unanswered one is lost for good
+        // (see `converge`), and trying again soon is what gets an answer.
+        let mut quick = js.clone();
+        quick.set_timeout(SETUP_REQUEST_TIMEOUT);
+        Handles { quick, js }
+    }
 }
 
 /// Creates or updates a stream and returns its handle.
