@@ -61,11 +61,12 @@ async fn receive(
     let task = &event["task"];
     let function = task["function"].as_str().unwrap_or("?");
     let what = format!(
-        "webhook {} for task {} ({}) of function {function} on {}",
-        event["type"].as_str().unwrap_or("?"),
-        task["id"].as_str().unwrap_or("?"),
-        task["status"].as_str().unwrap_or("?"),
-        uri.path()
+        "webhook {} for task {} ({}) of function {} on {}",
+        shown(&event["type"]),
+        shown(&task["id"]),
+        shown(&task["status"]),
+        shown(&task["function"]),
+        shown(&serde_json::Value::String(uri.path().to_string()))
     );
     let secret = match ctx {
         Some(ctx) => ctx.function(function).await.and_then(|f| f.signing_secret.clone()),
@@ -73,7 +74,7 @@ async fn receive(
     };
     let Some(secret) = secret else {
         return (
-            format!("{what}: signature NOT verified (no function {function:?} to take a secret from); answered 401"),
+            format!("{what}: signature NOT verified (no such function to take a secret from); answered 401"),
             StatusCode::UNAUTHORIZED,
         );
     };
@@ -96,5 +97,33 @@ async fn receive(
             format!("{what}: signature NOT verified ({e}); answered 401"),
             StatusCode::UNAUTHORIZED,
         ),
+    }
+}
+
+/// A field of an unverified body as it may be printed on a terminal: at most 128 characters,
+/// control characters (escape sequences) replaced.
+fn shown(v: &serde_json::Value) -> String {
+    let text = v.as_str().unwrap_or("?");
+    let mut out: String = text
+        .chars()
+        .take(128)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > 128 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_delivery_says_is_printed_without_control_characters() {
+        assert_eq!(shown(&serde_json::json!("job-7")), "job-7");
+        assert_eq!(shown(&serde_json::json!("a\u{1b}[2Jb\n")), "a?[2Jb?");
+        assert_eq!(shown(&serde_json::json!(7)), "?");
+        assert_eq!(shown(&serde_json::json!("x".repeat(200))).chars().count(), 129);
     }
 }
