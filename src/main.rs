@@ -82,9 +82,9 @@ async fn main() {
             logging.flush();
             r
         }
-        Command::Dev => {
+        Command::Dev(args) => {
             let logging = init_logging(&config);
-            let r = jetask::cli::dev::run(config).await.map(|_| 0);
+            let r = jetask::cli::dev::run(config, args).await.map(|_| 0);
             logging.flush();
             r
         }

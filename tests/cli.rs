@@ -25,6 +25,14 @@ impl Cli {
     async fn run(&self, args: &[&str]) -> Output {
         jetask(self.dir.path(), args).await
     }
+
+    async fn run_with(&self, args: &[&str], (name, value): (&str, &str)) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
+        cmd.args(args).current_dir(self.dir.path()).env(name, value);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
 }
 
 /// Runs the binary in `dir` to its end.
@@ -77,6 +85,69 @@ async fn functions_and_tasks_are_managed_from_the_command_line() {
     let failed = cli.run(&["submit", "reject", "x", "--wait"]).await;
     assert_eq!(failed.status.code(), Some(1), "--wait exits 0 only on Succeeded");
     assert!(String::from_utf8_lossy(&failed.stderr).contains("Failed"));
+
+    // IDs for scripts: --print-id prints the ID alone, --json has it as task_id.
+    let id = stdout(&cli.run(&["submit", "reject", "y", "--print-id"]).await);
+    let id = id.trim();
+    assert!(!id.is_empty() && !id.contains(' '), "{id:?}");
+    let json = cli.run(&["submit", "reject", "y", "--id", "cli-2", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["task_id"], "cli-2");
+    let both = cli.run(&["submit", "reject", "y", "--print-id", "--json"]).await;
+    assert_eq!(both.status.code(), Some(2), "--print-id and --json are a usage error");
+    // task wait: exit 0 once the history holds the state, 1 when the task ended without it.
+    let waited = cli.run(&["task", "wait", id, "--status", "Failed"]).await;
+    assert_eq!(
+        waited.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(stdout(&waited).contains("status: Failed"));
+    let passed = cli.run(&["task", "wait", id, "--status", "running"]).await;
+    assert_eq!(passed.status.code(), Some(0), "a state the task went through counts");
+    let never = cli.run(&["task", "wait", id]).await;
+    assert_eq!(never.status.code(), Some(1), "it ended Failed, never Succeeded");
+    let missing = cli.run(&["task", "wait", "no-such-task", "--timeout", "1s"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no task no-such-task"));
+    let bad = cli.run(&["task", "wait", id, "--status", "Done"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("one of Enqueued"));
+    let replayed = stdout(&cli.run(&["task", "replay", id, "--print-id"]).await);
+    let shown = stdout(&cli.run(&["task", "get", replayed.trim(), "--json"]).await);
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(v["replay_of"], id);
+
+    // jetask nats req: the micro service's answers, and its errors with exit 1.
+    let nats_url = ("JETASK_NATS_URL", nats.url.as_str());
+    let got = cli
+        .run_with(&["nats", "req", "jetask.api.task.get", r#"{"id": "cli-1"}"#], nats_url)
+        .await;
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!((v["id"].as_str(), v["result"].as_str()), (Some("cli-1"), Some("HELLO")));
+    let unknown = cli
+        .run_with(&["nats", "req", "jetask.api.task.get", r#"{"id": "nope"}"#], nats_url)
+        .await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("(NATS error code 404)"));
+    let ack = cli
+        .run_with(
+            &[
+                "nats",
+                "req",
+                "jetask.submit.reject",
+                "over nats",
+                "-H",
+                "Nats-Msg-Id: cli-3",
+            ],
+            nats_url,
+        )
+        .await;
+    assert!(stdout(&ack).contains(r#""stream":"JETASK_SUBMIT""#), "{}", stdout(&ack));
+    let nobody = cli.run_with(&["nats", "req", "jetask.api.nope"], nats_url).await;
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("nothing answers on jetask.api.nope"));
 
     let shown = stdout(&cli.run(&["task", "get", "cli-1"]).await);
     assert!(

@@ -454,6 +454,9 @@ async fn jetask_dev_runs_its_nats_server_with_the_shipped_authorization_and_prin
         .current_dir(dir.path())
         .env("JETASK_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
         .env("JETASK_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+        // Any free ports: a `jetask dev` of someone else may hold the fixed ones.
+        .env("JETASK_DEV_DEMO_LISTEN", "127.0.0.1:0")
+        .env("JETASK_DEV_RECEIVER_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

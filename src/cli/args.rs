@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -21,8 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the service: HTTP API, intake and dispatch.
     Serve,
-    /// Run locally: a nats-server child if needed, a demo function, and the service.
-    Dev,
+    /// Run locally: a nats-server child if needed, demo functions, a webhook receiver, and the
+    /// service.
+    Dev(DevArgs),
     /// Submit a task.
     Submit(SubmitArgs),
     /// Read, list and stop tasks.
@@ -34,6 +36,9 @@ pub enum Command {
     /// Manage recurring schedules.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Talk to jetask over NATS: requests to the micro service `jetask.api.*`, submissions.
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Measure end-to-end throughput and latency against a local no-op function.
     Bench {
         /// Number of tasks.
@@ -100,6 +105,63 @@ pub struct SubmitArgs {
     /// Content-Type passed on to the function.
     #[arg(long)]
     pub content_type: Option<String>,
+    /// Print only the task ID (for `ID=$(jetask submit … --print-id)`).
+    #[arg(long, conflicts_with = "wait")]
+    pub print_id: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Address of the demo functions' server (port 0: any free port).
+    #[arg(long, env = "JETASK_DEV_DEMO_LISTEN", default_value = crate::cli::dev::DEMO_LISTEN)]
+    pub demo_listen: SocketAddr,
+    /// Address of the webhook receiver (port 0: any free port).
+    #[arg(long, env = "JETASK_DEV_RECEIVER_LISTEN", default_value = crate::cli::dev::RECEIVER_LISTEN)]
+    pub receiver_listen: SocketAddr,
+    /// Start neither the demo functions nor the webhook receiver.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NatsCommand {
+    /// Send a request and print the answer, e.g. `jetask nats req jetask.api.task.get
+    /// '{"id": "job-7"}'`; on a `jetask.submit.<function>` subject the answer is the PubAck.
+    Req {
+        subject: String,
+        /// The request's body; `-` reads standard input; empty when left out.
+        payload: Option<String>,
+        /// A header `Name: value`, e.g. `Nats-Msg-Id: order-7` (repeatable).
+        #[arg(long, short = 'H', value_parser = parse_header)]
+        header: Vec<(String, String)>,
+        /// Connect as this user of `jetask dev`'s server, with its password from
+        /// .jetask-dev/nats.env (e.g. alice, a tenant); default: nats.user / nats.password of
+        /// the configuration, else user jetask of .jetask-dev/nats.env.
+        #[arg(long)]
+        user: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s")]
+        timeout: crate::core::duration::Dur,
+    },
+}
+
+fn parse_status(s: &str) -> Result<crate::core::task::Status, String> {
+    use crate::core::task::Status;
+    Status::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = Status::ALL.iter().map(|st| st.as_str()).collect();
+        format!("{s:?} is no state; one of {}", all.join(", "))
+    })
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: a header is `Name: value`"))?;
+    let name = name.trim();
+    if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!("{s:?}: a header name is printable ASCII without spaces"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,8 +195,23 @@ pub enum TaskCommand {
     Replay {
         #[arg(required_unless_present_any = ["function", "status", "user", "since", "until"])]
         id: Option<String>,
+        /// Print only the new task's ID (one ID, not with filters).
+        #[arg(long, requires = "id")]
+        print_id: bool,
         #[command(flatten)]
         filter: BulkFilter,
+    },
+    /// Wait until a task reaches a state (default: Succeeded) and print its record; exit 0 when
+    /// it did, 1 when it ended in another state or the timeout passed.
+    Wait {
+        id: String,
+        /// The state to wait for: Enqueued, Dequeued, Running, Retrying, Stopping, Succeeded,
+        /// Failed, Stopped, Expired or Invalid. Reached once the task's history has it.
+        #[arg(long, default_value = "Succeeded", value_parser = parse_status)]
+        status: crate::core::task::Status,
+        /// Give up after this long (e.g. 30s); no limit by default.
+        #[arg(long)]
+        timeout: Option<crate::core::duration::Dur>,
     },
 }
 

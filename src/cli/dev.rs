@@ -1,11 +1,13 @@
 //! `jetask dev`: one command for a local run — a `nats-server` child with JetStream (when none
-//! answers at `nats.url`), the demo function registered as `demo`, and the service. Ctrl-C
-//! stops all of it.
+//! answers at `nats.url`), the demo functions on a fixed address (`demo`, `flaky`, `slow`,
+//! `long`, `notify`: one for each step of the README's tour), a webhook receiver that checks
+//! signatures, and the service. Ctrl-C stops all of it.
 //!
 //! The child runs the authorization shipped in `nats-config/auth.conf` (built in, so that dev
 //! and production cannot drift apart), with passwords generated once into the data dir and
 //! printed: a local run shows the same model as a deployment, not a server open to anyone.
 
+use crate::cli::args::DevArgs;
 use crate::core::config::Config;
 use crate::service;
 use anyhow::Context as _;
@@ -132,12 +134,7 @@ impl DevCredentials {
     /// only: it holds jetask's own credentials).
     pub fn load_or_create(dir: &Path) -> anyhow::Result<DevCredentials> {
         let path = dir.join("nats.env");
-        let known: std::collections::HashMap<String, String> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
+        let known = parse_env(&std::fs::read_to_string(&path).unwrap_or_default());
         let users: Vec<_> = PASSWORD_VARS
             .iter()
             .map(|(user, var)| {
@@ -161,6 +158,28 @@ impl DevCredentials {
         write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(creds)
     }
+
+    /// Reads `<dir>/nats.env` as a run of `jetask dev` wrote it; a missing password is an error.
+    pub fn read(dir: &Path) -> anyhow::Result<DevCredentials> {
+        let path = dir.join("nats.env");
+        let known = parse_env(&std::fs::read_to_string(&path)?);
+        let users = PASSWORD_VARS
+            .iter()
+            .map(|(user, var)| match known.get(*var).filter(|p| !p.is_empty()) {
+                Some(p) => Ok((user.to_string(), var.to_string(), p.clone())),
+                None => Err(anyhow::anyhow!("{var} is missing from {}", path.display())),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(DevCredentials { users })
+    }
+}
+
+/// `NAME=value` lines.
+fn parse_env(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -183,7 +202,8 @@ pub fn spawn_dev_nats(dir: &Path, port: u16, creds: &DevCredentials) -> anyhow::
     std::fs::write(
         &conf,
         format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\ninclude ./auth.conf\njetstream {{\n  store_dir: {:?}\n}}\n",
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\npid_file: {:?}\ninclude ./auth.conf\njetstream {{\n  store_dir: {:?}\n}}\n",
+            dir.join("nats-server.pid").display().to_string(),
             dir.join("jetstream").display().to_string()
         ),
     )?;
@@ -211,8 +231,113 @@ async fn reachable(config: &Config) -> bool {
         .is_ok_and(|r| r.is_ok())
 }
 
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+/// The demo functions' server of `jetask dev` unless `--demo-listen` says otherwise.
+pub const DEMO_LISTEN: &str = "127.0.0.1:9100";
+/// The webhook receiver of `jetask dev` unless `--receiver-listen` says otherwise.
+pub const RECEIVER_LISTEN: &str = "127.0.0.1:9190";
+
+/// The functions `jetask dev` registers on its demo server: name, path, policy keys beyond the
+/// endpoint, and what each is for.
+const DEMO_FUNCTIONS: [(&str, &str, &str, &str); 5] = [
+    ("demo", "/echo", "{}", "answers its input back"),
+    (
+        "flaky",
+        "/flaky",
+        r#"{"max_attempts": 1}"#,
+        "fails every other call for the same input, with one attempt: a task fails, its replay succeeds",
+    ),
+    (
+        "slow",
+        "/slow",
+        "{}",
+        "answers its input back after 20 s: a task to watch Running, or to stop",
+    ),
+    (
+        "long",
+        "/long",
+        r#"{"max_attempts": 1, "heartbeat_timeout": "10m"}"#,
+        "answers 202 + Jetask-Async: true: a long task you heartbeat and complete",
+    ),
+    (
+        "notify",
+        "/echo",
+        "{}",
+        "answers its input back; on_success: a webhook to the receiver below",
+    ),
+];
+
+/// The demo functions' server and the webhook receiver, bound before anything starts so that a
+/// taken port fails at once.
+struct Demo {
+    server: tokio::net::TcpListener,
+    receiver: tokio::net::TcpListener,
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str, var: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} for {what}: {e}. Another `jetask dev` may be running there; \
+             choose another address with `jetask dev {flag} 127.0.0.1:PORT` (or {var}=127.0.0.1:PORT; \
+             port 0 takes any free one), or start without the demos: `jetask dev --no-demo`"
+        )
+    })
+}
+
+impl Demo {
+    async fn bind(args: &DevArgs) -> anyhow::Result<Demo> {
+        Ok(Demo {
+            server: bind(
+                args.demo_listen,
+                "the demo functions",
+                "--demo-listen",
+                "JETASK_DEV_DEMO_LISTEN",
+            )
+            .await?,
+            receiver: bind(
+                args.receiver_listen,
+                "the webhook receiver",
+                "--receiver-listen",
+                "JETASK_DEV_RECEIVER_LISTEN",
+            )
+            .await?,
+        })
+    }
+}
+
+/// The running demo: its addresses, and the service the receiver takes secrets from.
+struct Running {
+    server: SocketAddr,
+    receiver: SocketAddr,
+    service: crate::cli::receiver::Service,
+}
+
+impl Running {
+    fn hook(&self) -> String {
+        format!("http://{}/hook", self.receiver)
+    }
+
+    /// Registers the demo functions as static functions of `config`.
+    fn register(&self, config: &mut Config) -> anyhow::Result<()> {
+        for (name, path, policy, _) in DEMO_FUNCTIONS {
+            let mut f: serde_json::Value = serde_json::from_str(policy)?;
+            f["endpoint"] = format!("http://{}{path}", self.server).into();
+            if name == "notify" {
+                f["on_success"] = self.hook().into();
+            }
+            config.functions.insert(name.into(), f);
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
+    let demo = if args.no_demo {
+        None
+    } else {
+        Some(Demo::bind(&args).await?)
+    };
     let mut child = None;
+    let mut credentials = None;
     if !reachable(&config).await {
         let dir = PathBuf::from(".jetask-dev");
         let port = port_of(&config.nats.url);
@@ -238,19 +363,41 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
         }
         print_credentials(&creds, port, &dir);
+        credentials = Some(dir.join("nats.env"));
     }
-    let (demo, _demo_task) = crate::cli::demo::serve(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    config.functions.insert(
-        "demo".into(),
-        serde_json::json!({"endpoint": format!("http://{demo}/echo")}),
+    let running = match demo {
+        Some(d) => {
+            let service: crate::cli::receiver::Service = Default::default();
+            let (server, _server_task) = crate::cli::demo::serve_on(d.server)?;
+            let (receiver, _receiver_task) = crate::cli::receiver::serve_on(d.receiver, service.clone())?;
+            let r = Running {
+                server,
+                receiver,
+                service,
+            };
+            r.register(&mut config)?;
+            Some(r)
+        }
+        None => None,
+    };
+    let nats_url = config.nats.url.clone();
+    let svc = match service::start(config).await {
+        Ok(svc) => svc,
+        Err(e @ service::StartError::Listen { .. }) => anyhow::bail!(
+            "{e}. Another `jetask dev` or `jetask serve` may be running there; choose another address \
+             with JETASK_HTTP_LISTEN=127.0.0.1:PORT (or http.listen in jetask.toml)"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(r) = &running {
+        let _ = r.service.set(svc.ctx.clone());
+    }
+    print_running(
+        &format!("http://{}", svc.http_addr),
+        &nats_url,
+        credentials.as_deref(),
+        running.as_ref(),
     );
-    let svc = service::start(config).await?;
-    let base = format!("http://{}", svc.http_addr);
-    println!("jetask is running: API at {base}, demo function `demo` at http://{demo}/echo");
-    println!("try:  jetask submit demo 'hello' --wait");
-    println!("      curl -X POST {base}/v1/functions/demo/tasks -d hello");
-    println!("      curl {base}/v1/tasks");
-    println!("Ctrl-C stops everything.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -260,6 +407,34 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     svc.stop().await;
     drop(child);
     Ok(())
+}
+
+/// Every address of the run, and what to try first.
+fn print_running(api: &str, nats: &str, credentials: Option<&Path>, demo: Option<&Running>) {
+    println!("jetask is running (Ctrl-C stops everything):");
+    println!("  API               {api}   (web console at /, Prometheus metrics at /metrics)");
+    let creds = credentials
+        .map(|p| format!("; credentials in {}", p.display()))
+        .unwrap_or_default();
+    println!("  NATS              {nats}   (micro service jetask.api.*{creds})");
+    match demo {
+        Some(d) => {
+            println!(
+                "  demo functions    http://{}   (jetask dev --demo-listen ADDR)",
+                d.server
+            );
+            for (name, path, _, what) in DEMO_FUNCTIONS {
+                println!("    {name:<7} {:<34} {what}", format!("http://{}{path}", d.server));
+            }
+            println!(
+                "  webhook receiver  {}   (jetask dev --receiver-listen ADDR): checks each delivery's \
+                 signature with its function's secret and prints it here",
+                d.hook()
+            );
+            println!("try:  jetask submit demo 'hello' --wait");
+        }
+        None => println!("  no demo functions (--no-demo); register yours with: jetask fn put NAME --endpoint URL"),
+    }
 }
 
 fn print_credentials(creds: &DevCredentials, port: u16, dir: &Path) {

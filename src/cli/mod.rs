@@ -11,11 +11,13 @@ mod client;
 pub mod demo;
 pub mod dev;
 mod functions;
+mod nats;
+pub mod receiver;
 mod render;
 mod schedules;
 mod tasks;
 
-pub use args::{BulkFilter, Cli, Command, FnCommand, ScheduleCommand, SubmitArgs, TaskCommand};
+pub use args::{BulkFilter, Cli, Command, DevArgs, FnCommand, NatsCommand, ScheduleCommand, SubmitArgs, TaskCommand};
 pub use client::Client;
 pub use render::task_text;
 
@@ -26,8 +28,17 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
     let c = Client::new(&config);
     let json = cli.json;
     match cli.command {
+        Command::Submit(a) if a.print_id && json => {
+            eprintln!("error: --print-id prints only the ID, --json the whole answer: give one of them");
+            return Ok(2);
+        }
         Command::Submit(a) => return tasks::submit(&c, a, json).await,
-        Command::Task(cmd) => tasks::run(&c, cmd, json).await?,
+        Command::Task(TaskCommand::Replay { print_id: true, .. }) if json => {
+            eprintln!("error: --print-id prints only the ID, --json the whole answer: give one of them");
+            return Ok(2);
+        }
+        Command::Task(cmd) => return tasks::run(&c, cmd, json).await,
+        Command::Nats(cmd) => return nats::run(&config, cmd).await,
         Command::Schedule(cmd) => schedules::run(&c, cmd, json).await?,
         Command::Fn(cmd) => functions::run(&c, cmd, json).await?,
         Command::Bench {
@@ -64,7 +75,7 @@ pub async fn run_client(cli: Cli, config: Config) -> anyhow::Result<i32> {
             })
             .await?;
         }
-        Command::Serve | Command::Dev => unreachable!("handled by main"),
+        Command::Serve | Command::Dev(_) => unreachable!("handled by main"),
     }
     Ok(0)
 }

@@ -5,9 +5,23 @@ use serde_json::Value;
 /// Prints `v` as pretty JSON or as `text` makes it.
 pub(super) fn print(json: bool, v: &Value, text: impl FnOnce(&Value) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        line(&serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
-        println!("{}", text(v));
+        line(&text(v));
+    }
+}
+
+/// Prints a line on stdout. A reader that went away (`jetask task list | head -1`) is no error
+/// to report: the rest of the output is not wanted.
+pub(super) fn line(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -2,14 +2,18 @@
 
 use super::args::{BulkFilter, SubmitArgs, TaskCommand};
 use super::client::{urlencode, Client};
-use super::render::{bulk_text, list_text, print, s, task_text};
+use super::render::{bulk_text, line, list_text, print, s, task_text};
+use crate::core::duration::Dur;
+use crate::core::task::Status;
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
 
-pub(super) async fn run(c: &Client, cmd: TaskCommand, json: bool) -> anyhow::Result<()> {
+/// Runs a `task` command; the exit code is the caller's.
+pub(super) async fn run(c: &Client, cmd: TaskCommand, json: bool) -> anyhow::Result<i32> {
     match cmd {
+        TaskCommand::Wait { id, status, timeout } => return wait(c, &id, status, timeout, json).await,
         TaskCommand::Get { id, include_input } => {
             let v = c.get(&format!("/v1/tasks/{id}?include_input={include_input}")).await?;
             print(json, &v, task_text);
@@ -36,10 +40,16 @@ pub(super) async fn run(c: &Client, cmd: TaskCommand, json: bool) -> anyhow::Res
             let v = c.get(&format!("/v1/tasks?{}", q.join("&"))).await?;
             print(json, &v, list_text);
         }
-        TaskCommand::Replay { id: None, filter } => bulk(c, "replay", "replayed", filter, json).await?,
+        TaskCommand::Replay { id: None, filter, .. } => bulk(c, "replay", "replayed", filter, json).await?,
         TaskCommand::Stop { id: None, filter } => bulk(c, "stop", "stopped", filter, json).await?,
-        TaskCommand::Replay { id: Some(id), .. } => {
+        TaskCommand::Replay {
+            id: Some(id), print_id, ..
+        } => {
             let (_, v) = c.send(c.http.post(format!("{}/v1/tasks/{id}/replay", c.base))).await?;
+            if print_id {
+                line(&s(&v["task_id"]));
+                return Ok(0);
+            }
             print(json, &v, |v| {
                 format!(
                     "task {} {} (replay of {})",
@@ -54,7 +64,50 @@ pub(super) async fn run(c: &Client, cmd: TaskCommand, json: bool) -> anyhow::Res
             print(json, &v, |v| format!("task {} is {}", s(&v["id"]), s(&v["status"])));
         }
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `jetask task wait`: polls the record until its history has `status` (exit 0), it ended
+/// without it (exit 1), or `timeout` passed (an error).
+async fn wait(c: &Client, id: &str, status: Status, timeout: Option<Dur>, json: bool) -> anyhow::Result<i32> {
+    let since = std::time::Instant::now();
+    let t = poll(
+        c,
+        id,
+        None,
+        |t| {
+            reached(t, status)
+                || t["status"]
+                    .as_str()
+                    .and_then(Status::parse)
+                    .is_some_and(Status::is_terminal)
+        },
+        timeout.map(|d| d.0),
+    )
+    .await?;
+    let Some(t) = t else {
+        let now = match c.get(&format!("/v1/tasks/{id}")).await {
+            Ok(t) => s(&t["status"]),
+            Err(e) if e.to_string().contains("(HTTP 404)") => bail!("no task {id}"),
+            Err(e) => return Err(e),
+        };
+        bail!(
+            "task {id} did not reach {status} within {:.1}s: it is {now}",
+            since.elapsed().as_secs_f64()
+        );
+    };
+    print(json, &t, task_text);
+    Ok(if reached(&t, status) { 0 } else { 1 })
+}
+
+/// Whether the record is in `status` or its history went through it.
+fn reached(t: &Value, status: Status) -> bool {
+    t["status"].as_str() == Some(status.as_str())
+        || t["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["status"].as_str() == Some(status.as_str()))
 }
 
 /// `POST /v1/tasks:<verb>` with the filter.
@@ -82,6 +135,10 @@ pub(super) async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Res
         }
     }
     let (_, accepted) = c.send(req).await?;
+    if a.print_id {
+        line(&s(&accepted["task_id"]));
+        return Ok(0);
+    }
     if !a.wait {
         print(json, &accepted, |v| {
             let dup = if v["duplicate"] == Value::Bool(true) {
@@ -98,7 +155,7 @@ pub(super) async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Res
     if json {
         print(true, &t, |_| String::new());
     } else if status == "Succeeded" {
-        println!("{}", t["result"].as_str().or(t["result_base64"].as_str()).unwrap_or(""));
+        line(t["result"].as_str().or(t["result_base64"].as_str()).unwrap_or(""));
     } else {
         eprintln!("{}", task_text(&t));
     }
@@ -106,7 +163,7 @@ pub(super) async fn submit(c: &Client, a: SubmitArgs, json: bool) -> anyhow::Res
 }
 
 /// The input: the argument, standard input for `-`, or nothing.
-fn read_input(payload: Option<&str>) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_input(payload: Option<&str>) -> anyhow::Result<Vec<u8>> {
     Ok(match payload {
         Some("-") => {
             let mut buf = Vec::new();
@@ -122,6 +179,25 @@ fn read_input(payload: Option<&str>) -> anyhow::Result<Vec<u8>> {
 
 /// Polls the task's record, backing off to 500 ms, until it is in a final state.
 async fn wait_for_end(c: &Client, id: &str, function: &str) -> anyhow::Result<Value> {
+    let end = |t: &Value| {
+        t["status"]
+            .as_str()
+            .and_then(Status::parse)
+            .is_some_and(Status::is_terminal)
+    };
+    poll(c, id, Some(function), end, None).await?.context("no record")
+}
+
+/// Polls the task's record, backing off to 500 ms, until `done` says so (`Some(record)`) or
+/// `limit` passes (`None`). A missing record is waited for 5 seconds (it may not be indexed
+/// yet); for a task of `function`, the error then names task mode.
+async fn poll(
+    c: &Client,
+    id: &str,
+    function: Option<&str>,
+    done: impl Fn(&Value) -> bool,
+    limit: Option<Duration>,
+) -> anyhow::Result<Option<Value>> {
     let mut delay = Duration::from_millis(20);
     let since = std::time::Instant::now();
     loop {
@@ -129,19 +205,20 @@ async fn wait_for_end(c: &Client, id: &str, function: &str) -> anyhow::Result<Va
             Ok(t) => Some(t),
             // No record: the function runs with task mode off, and there is nothing to wait on.
             Err(e) if e.to_string().contains("(HTTP 404)") && since.elapsed() < Duration::from_secs(5) => None,
-            Err(e) if e.to_string().contains("(HTTP 404)") => {
-                bail!("task {id} has no record to wait on (is task_mode off for {function}?)")
-            }
+            Err(e) if e.to_string().contains("(HTTP 404)") => match function {
+                Some(function) => bail!("task {id} has no record to wait on (is task_mode off for {function}?)"),
+                None => bail!("no task {id}"),
+            },
             Err(e) if e.to_string().contains("(HTTP 5") || e.to_string().contains("cannot reach") => None,
             Err(e) => return Err(e),
         };
         if let Some(t) = t {
-            if matches!(
-                t["status"].as_str(),
-                Some("Succeeded" | "Failed" | "Stopped" | "Expired" | "Invalid")
-            ) {
-                return Ok(t);
+            if done(&t) {
+                return Ok(Some(t));
             }
+        }
+        if limit.is_some_and(|l| since.elapsed() >= l) {
+            return Ok(None);
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));

@@ -38,6 +38,11 @@ impl ServeChild {
             .arg("--config")
             .arg(&conf)
             .arg("serve")
+            // What the file sets is the child's, whatever the bench's own environment says (a
+            // shell that talks to a `jetask dev` elsewhere has JETASK_HTTP_LISTEN set).
+            .env_remove("JETASK_NATS_URL")
+            .env_remove("JETASK_NATS_REPLICAS")
+            .env_remove("JETASK_HTTP_LISTEN")
             // The bench's stdout is its report (`--json`): the child writes only to its log.
             .stdin(Stdio::null())
             .stdout(Stdio::null())
