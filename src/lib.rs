@@ -24,7 +24,8 @@
 //! [`store`] — JetStream:
 //! - [`store::setup`]: connect, create streams, consumers and buckets;
 //! - [`store::kv`]: records and functions in KV; [`store::follow`]: bucket followers and consumer
-//!   loops; [`store::revisions`]: the revisions of records intake has just created;
+//!   loops; [`store::revisions`]: what this replica has just written of records (intake's
+//!   creates, dispatch's first writes);
 //! - [`store::registry`]: every replica's view of functions; [`store::replicas`]: who is alive,
 //!   what each holds; [`store::index`]: the list index; [`store::events`]: transition events.
 //!
@@ -39,11 +40,12 @@
 //!   policy (resolver, redirects); [`engine::control`]: stop requests across replicas;
 //! - [`engine::metrics`]: Prometheus metrics.
 //!
-//! [`api`] — the interfaces: the HTTP API, [`api::nats`] (the NATS micro service) and
-//! [`api::ops`] (operations shared by both).
+//! [`api`] — the interfaces: the HTTP API (the OpenAPI schemas in `api/openapi.rs`),
+//! [`api::nats`] (the NATS micro service) and [`api::ops`] (operations shared by both).
 //!
-//! [`service`]: wiring and shutdown. [`cli`]: the command line, with [`cli::dev`],
-//! [`cli::demo`] and [`cli::bench`].
+//! [`service`]: wiring and shutdown. [`cli`]: the command line (arguments, HTTP client, output,
+//! one module per command group), with [`cli::dev`], [`cli::demo`], [`cli::receiver`] and
+//! [`cli::bench`].
 
 pub mod api;
 pub mod cli;
