@@ -482,7 +482,57 @@ const BULK_LISTED: usize = 1000;
 /// (a finished task for stop, one not Failed, Expired or Stopped for replay).
 pub async fn task_bulk(ctx: &Ctx, caller: &Caller, body: &Value, op: Bulk) -> ApiResult<Value> {
     const CODE: &str = "invalid_filter";
-    let bad = |m: String| ApiError::bad_request(CODE, m);
+    let (params, key) = bulk_params(body, op, CODE)?;
+    let mut q = parse_filter(&params, caller, CODE)?;
+    // A token's user asking for another user's tasks: none of those is theirs to see.
+    if let (Some(own), Some(asked)) = (&caller.user, params.get("user")) {
+        if own != asked {
+            return Ok(BulkTally::default().answer(op));
+        }
+    }
+    // Only what existed when the operation began: not the replays it makes itself.
+    let now = Timestamp::now();
+    q.until = Some(q.until.map_or(now, |u| u.min(now)));
+    q.limit = BULK_PAGE;
+    let mut tally = BulkTally::default();
+    loop {
+        let index = ctx.index.clone();
+        let page_q = q.clone();
+        let (ids, next) = tokio::task::spawn_blocking(move || index.query(&page_q))
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let outcomes: Vec<(String, ApiResult<Option<String>>)> = futures::stream::iter(ids)
+            .map(|id| {
+                let key = key.clone();
+                async move {
+                    let r = match op {
+                        Bulk::Stop => task_stop(ctx, caller, &id).await.map(|_| None),
+                        Bulk::Replay => task_replay(ctx, caller, &id, key.as_deref())
+                            .await
+                            .map(|(_, v)| v["task_id"].as_str().map(str::to_string)),
+                    };
+                    (id, r)
+                }
+            })
+            .buffer_unordered(BULK_IN_FLIGHT)
+            .collect()
+            .await;
+        for (id, r) in outcomes {
+            tally.count(id, r);
+        }
+        match next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(tally.answer(op))
+}
+
+/// A bulk body's filters (as list query parameters) and, for a replay, its idempotency key;
+/// at least one filter, so that a bulk operation never acts on every task unasked.
+fn bulk_params(body: &Value, op: Bulk, code: &'static str) -> ApiResult<(HashMap<String, String>, Option<String>)> {
+    let bad = |m: String| ApiError::bad_request(code, m);
     let obj = body
         .as_object()
         .ok_or_else(|| bad("expected a JSON object of filters".into()))?;
@@ -518,98 +568,64 @@ pub async fn task_bulk(ctx: &Ctx, caller: &Caller, body: &Value, op: Bulk) -> Ap
             BULK_FILTERS.join(", ")
         )));
     }
-    let mut q = parse_filter(&params, caller, CODE)?;
-    // A token's user asking for another user's tasks: none of those is theirs to see.
-    if let (Some(own), Some(asked)) = (&caller.user, params.get("user")) {
-        if own != asked {
-            return Ok(bulk_answer(op, 0, 0, 0, vec![], vec![], 0));
-        }
-    }
-    // Only what existed when the operation began: not the replays it makes itself.
-    let now = Timestamp::now();
-    q.until = Some(q.until.map_or(now, |u| u.min(now)));
-    q.limit = BULK_PAGE;
-
-    let (mut acted, mut skipped, mut failed) = (0u64, 0u64, 0u64);
-    let mut task_ids = Vec::new();
-    let mut errors = Vec::new();
-    let mut replayed = 0u64;
-    loop {
-        let index = ctx.index.clone();
-        let page_q = q.clone();
-        let (ids, next) = tokio::task::spawn_blocking(move || index.query(&page_q))
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let outcomes: Vec<(String, ApiResult<Option<String>>)> = futures::stream::iter(ids)
-            .map(|id| {
-                let key = key.clone();
-                async move {
-                    let r = match op {
-                        Bulk::Stop => task_stop(ctx, caller, &id).await.map(|_| None),
-                        Bulk::Replay => task_replay(ctx, caller, &id, key.as_deref())
-                            .await
-                            .map(|(_, v)| v["task_id"].as_str().map(str::to_string)),
-                    };
-                    (id, r)
-                }
-            })
-            .buffer_unordered(BULK_IN_FLIGHT)
-            .collect()
-            .await;
-        for (id, r) in outcomes {
-            match r {
-                Ok(new) => {
-                    acted += 1;
-                    if let Some(new) = new {
-                        replayed += 1;
-                        if task_ids.len() < BULK_LISTED {
-                            task_ids.push(new);
-                        }
-                    }
-                }
-                // Gone since the index listed it (or never the caller's): not matched.
-                Err(e) if e.code == "task_not_found" => {}
-                Err(e) if e.status == StatusCode::CONFLICT || e.code == "function_not_found" => skipped += 1,
-                Err(e) => {
-                    failed += 1;
-                    if errors.len() < 10 {
-                        errors.push(BulkError {
-                            task_id: id,
-                            error: e.detail(),
-                        });
-                    }
-                }
-            }
-        }
-        match next {
-            Some(c) => q.cursor = Some(c),
-            None => break,
-        }
-    }
-    Ok(bulk_answer(op, acted, skipped, failed, task_ids, errors, replayed))
+    Ok((params, key))
 }
 
-fn bulk_answer(
-    op: Bulk,
+/// What a bulk operation did so far.
+#[derive(Default)]
+struct BulkTally {
     acted: u64,
     skipped: u64,
     failed: u64,
+    /// The new tasks of a replay, the first [`BULK_LISTED`].
     task_ids: Vec<String>,
+    /// The first ten failures.
     errors: Vec<BulkError>,
     replayed: u64,
-) -> Value {
-    let replay = op == Bulk::Replay;
-    let answer = BulkAnswer {
-        matched: acted + skipped + failed,
-        acted,
-        skipped,
-        failed,
-        errors,
-        task_ids: replay.then_some(task_ids),
-        task_ids_truncated: replay.then_some(replayed > BULK_LISTED as u64),
-    };
-    serde_json::to_value(answer).unwrap_or_default()
+}
+
+impl BulkTally {
+    /// Counts one task's outcome: acted on (with the replay's new task), skipped (a state the
+    /// operation refuses), failed, or not matched (gone since the index listed it, or never
+    /// the caller's).
+    fn count(&mut self, id: String, r: ApiResult<Option<String>>) {
+        match r {
+            Ok(new) => {
+                self.acted += 1;
+                if let Some(new) = new {
+                    self.replayed += 1;
+                    if self.task_ids.len() < BULK_LISTED {
+                        self.task_ids.push(new);
+                    }
+                }
+            }
+            Err(e) if e.code == "task_not_found" => {}
+            Err(e) if e.status == StatusCode::CONFLICT || e.code == "function_not_found" => self.skipped += 1,
+            Err(e) => {
+                self.failed += 1;
+                if self.errors.len() < 10 {
+                    self.errors.push(BulkError {
+                        task_id: id,
+                        error: e.detail(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn answer(self, op: Bulk) -> Value {
+        let replay = op == Bulk::Replay;
+        let answer = BulkAnswer {
+            matched: self.acted + self.skipped + self.failed,
+            acted: self.acted,
+            skipped: self.skipped,
+            failed: self.failed,
+            errors: self.errors,
+            task_ids: replay.then_some(self.task_ids),
+            task_ids_truncated: replay.then_some(self.replayed > BULK_LISTED as u64),
+        };
+        serde_json::to_value(answer).unwrap_or_default()
+    }
 }
 
 fn check_function_name(name: &str) -> ApiResult<()> {
