@@ -276,25 +276,20 @@ pub async fn submit_batch(
     let shared = shared_options(&headers, &ctx.config.rules())?;
     let user = submitter(&caller, &headers)?;
     let auth = caller.user.is_some();
-    let now = Timestamp::now();
+    let batch = Arc::new(Batch {
+        ctx: ctx.clone(),
+        function,
+        user,
+        shared,
+        auth,
+        now: Timestamp::now(),
+    });
     // Items run concurrently, but items naming the same ID run in the batch's order, so that
     // the later one is the duplicate, as it would be sent one by one.
-    let mut turns: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for raw in &items {
-        if let Some(id) = raw.get("id").and_then(Value::as_str) {
-            *seen.entry(id).or_default() += 1;
-        }
-    }
-    for (id, n) in seen {
-        if n > 1 {
-            turns.insert(id.to_string(), Arc::default());
-        }
-    }
+    let turns = turns_of_repeated_ids(&items);
     let results: Vec<Value> = futures::stream::iter(items.into_iter().enumerate())
         .map(|(i, raw)| {
-            let ctx = ctx.clone();
-            let (shared, user, function) = (shared.clone(), user.clone(), function.clone());
+            let batch = batch.clone();
             let turn = raw
                 .get("id")
                 .and_then(Value::as_str)
@@ -307,39 +302,64 @@ pub async fn submit_batch(
                     Some(t) => Some(t.lock_owned().await),
                     None => None,
                 };
-                let (id, options, input) = match batch_item(&ctx, raw, &shared, now) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        return ApiError::from(FieldError {
-                            field: format!("[{i}].{}", e.field),
-                            reason: e.reason,
-                        })
-                        .body()
-                    }
-                };
-                match intake::submit(
-                    &ctx,
-                    HttpSubmission {
-                        function,
-                        user,
-                        id,
-                        options,
-                        input,
-                    },
-                    auth,
-                    false,
-                )
-                .await
-                {
-                    Ok(a) => ops::accepted_json(&a),
-                    Err(e) => ops::submit_error(e).body(),
-                }
+                batch.submit(i, raw).await
             }
         })
         .buffered(BATCH_IN_FLIGHT)
         .collect()
         .await;
     Ok(Json(json!({ "results": results })))
+}
+
+/// What every item of one batch shares.
+struct Batch {
+    ctx: Arc<Ctx>,
+    function: String,
+    user: String,
+    shared: Options,
+    auth: bool,
+    now: Timestamp,
+}
+
+impl Batch {
+    /// Submits item `i`: its answer, or its error naming the item (`[i].field`).
+    async fn submit(&self, i: usize, raw: Value) -> Value {
+        let (id, options, input) = match batch_item(&self.ctx, raw, &self.shared, self.now) {
+            Ok(x) => x,
+            Err(e) => {
+                return ApiError::from(FieldError {
+                    field: format!("[{i}].{}", e.field),
+                    reason: e.reason,
+                })
+                .body()
+            }
+        };
+        let submission = HttpSubmission {
+            function: self.function.clone(),
+            user: self.user.clone(),
+            id,
+            options,
+            input,
+        };
+        match intake::submit(&self.ctx, submission, self.auth, false).await {
+            Ok(a) => ops::accepted_json(&a),
+            Err(e) => ops::submit_error(e).body(),
+        }
+    }
+}
+
+/// A turn (a fair lock) for each ID that more than one item of the batch names.
+fn turns_of_repeated_ids(items: &[Value]) -> HashMap<String, Arc<tokio::sync::Mutex<()>>> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for raw in items {
+        if let Some(id) = raw.get("id").and_then(Value::as_str) {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| (id.to_string(), Arc::default()))
+        .collect()
 }
 
 fn flag(params: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
