@@ -129,6 +129,54 @@ fn connect(path: &std::path::Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+type Args = Vec<Box<dyn rusqlite::ToSql>>;
+
+/// The list query of `q` from position `start` (exclusive), reading an ID prefix's range from
+/// the primary key when `sparse`.
+fn list_sql(q: &Query, sparse: bool, start: Option<(i64, String)>) -> (String, Args) {
+    let col = |name: &str| if sparse { format!("+{name}") } else { name.to_string() };
+    let mut sql = String::from("SELECT id, created FROM tasks WHERE 1 = 1");
+    let mut args: Args = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(f) = &q.function {
+        arg(&mut sql, &format!(" AND {} = ?", col("function")), Box::new(f.clone()));
+    }
+    if let Some(s) = q.status {
+        arg(&mut sql, &format!(" AND {} = ?", col("status")), Box::new(s.as_str()));
+    }
+    if let Some(u) = &q.user {
+        arg(&mut sql, &format!(" AND {} = ?", col("user")), Box::new(u.clone()));
+    }
+    if let Some(s) = q.since {
+        arg(&mut sql, &format!(" AND {} >= ?", col("created")), Box::new(s.millis()));
+    }
+    if let Some(u) = q.until {
+        arg(&mut sql, &format!(" AND {} <= ?", col("created")), Box::new(u.millis()));
+    }
+    if let Some(p) = &q.id_prefix {
+        let id = if sparse { "id" } else { "+id" };
+        arg(&mut sql, &format!(" AND {id} >= ?"), Box::new(p.clone()));
+        arg(&mut sql, &format!(" AND {id} < ?"), Box::new(prefix_end(p)));
+    }
+    if let Some((created, id)) = start {
+        // A row value: one range of the index (an `OR` of two would be read twice and sorted).
+        let (c, i) = if sparse { ("+created", "+id") } else { ("created", "id") };
+        arg(&mut sql, &format!(" AND ({c}, {i}) < (?"), Box::new(created));
+        arg(&mut sql, ", ?)", Box::new(id));
+    }
+    sql.push_str(&format!(" ORDER BY created DESC, id DESC LIMIT {}", q.limit + 1));
+    (sql, args)
+}
+
+/// The first text after every ID starting with `prefix`: IDs are ASCII letters, digits, `_`
+/// and `-`, all below DEL.
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{7f}")
+}
+
 /// Encodes a position as an opaque, URL-safe cursor.
 fn cursor_of(created: i64, id: &str) -> String {
     format!("{created}_{id}")
@@ -277,7 +325,7 @@ impl Index {
                 &[&function, &Status::Running.as_str(), &Status::Stopping.as_str()],
             ),
             delayed: self.scalar(
-                "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > ?2",
+                "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > 0 AND due > ?2",
                 &[&function, &now.millis()],
             ),
         }
@@ -305,9 +353,9 @@ impl Index {
         // An ID prefix is a range of the primary key. Matching few tasks, that range is read
         // and sorted (the other filters kept off the indexes with `+`); matching many, the
         // creation order is read and the range filters it (`+id`), as for any other filter.
-        let range = q.id_prefix.as_ref().map(|p| (p.clone(), format!("{p}\u{7f}")));
-        let sparse = match &range {
-            Some((low, high)) => {
+        let sparse = match &q.id_prefix {
+            Some(low) => {
+                let high = prefix_end(low);
                 let n: i64 = r.query_row(
                     "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE id >= ?1 AND id < ?2 LIMIT ?3)",
                     params![low, high, PREFIX_SORT_MAX + 1],
@@ -317,39 +365,7 @@ impl Index {
             }
             None => false,
         };
-        let col = |name: &str| if sparse { format!("+{name}") } else { name.to_string() };
-        let mut sql = String::from("SELECT id, created FROM tasks WHERE 1 = 1");
-        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(f) = &q.function {
-            arg(&mut sql, &format!(" AND {} = ?", col("function")), Box::new(f.clone()));
-        }
-        if let Some(s) = q.status {
-            arg(&mut sql, &format!(" AND {} = ?", col("status")), Box::new(s.as_str()));
-        }
-        if let Some(u) = &q.user {
-            arg(&mut sql, &format!(" AND {} = ?", col("user")), Box::new(u.clone()));
-        }
-        if let Some(s) = q.since {
-            arg(&mut sql, &format!(" AND {} >= ?", col("created")), Box::new(s.millis()));
-        }
-        if let Some(u) = q.until {
-            arg(&mut sql, &format!(" AND {} <= ?", col("created")), Box::new(u.millis()));
-        }
-        if let Some((low, high)) = range {
-            let id = if sparse { "id" } else { "+id" };
-            arg(&mut sql, &format!(" AND {id} >= ?"), Box::new(low));
-            arg(&mut sql, &format!(" AND {id} < ?"), Box::new(high));
-        }
-        if let Some((created, id)) = start {
-            arg(&mut sql, " AND (created < ?", Box::new(created));
-            arg(&mut sql, " OR (created = ?", Box::new(created));
-            arg(&mut sql, " AND id < ?))", Box::new(id));
-        }
-        sql.push_str(&format!(" ORDER BY created DESC, id DESC LIMIT {}", q.limit + 1));
+        let (sql, args) = list_sql(q, sparse, start);
         let mut stmt = r.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())), |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
@@ -389,7 +405,7 @@ impl Index {
                     &[&function, &e, &d, &rt],
                 )?,
                 count(
-                    "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > ?2",
+                    "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > 0 AND due > ?2",
                     &[&function, &t],
                 )?,
                 count(
@@ -407,7 +423,7 @@ impl Index {
                     &[&u, &function, &e, &d, &rt],
                 )?,
                 count(
-                    "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > ?2 AND user = ?3",
+                    "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > 0 AND due > ?2 AND user = ?3",
                     &[&function, &t, &u],
                 )?,
                 count(
@@ -785,5 +801,62 @@ mod tests {
         i.prune(later, Duration::from_secs(30 * 86_400)).unwrap();
         assert_eq!(i.scalar("SELECT COUNT(*) FROM outcomes", &[]), 0);
         assert_eq!(i.scalar("SELECT COUNT(*) FROM durations", &[]), 0);
+    }
+
+    fn plan(i: &Index, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+        let r = i.reader.lock().unwrap();
+        let mut st = r.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        st.query_map(args, |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Every combination of list filters is an index range read in order (no sort, no scan of
+    /// the table); a rare ID prefix is the one read in ID order and sorted.
+    #[test]
+    fn every_list_and_count_is_an_index_search() {
+        let i = index();
+        for mask in 0..32u32 {
+            let q = Query {
+                function: (mask & 1 != 0).then(|| "a".into()),
+                status: (mask & 2 != 0).then_some(Status::Failed),
+                user: (mask & 4 != 0).then(|| "u".into()),
+                since: (mask & 8 != 0).then_some(Timestamp(1)),
+                until: (mask & 16 != 0).then_some(Timestamp(2)),
+                ..q(20)
+            };
+            for (prefix, sparse) in [(None, false), (Some("x"), false), (Some("x"), true)] {
+                let q = Query {
+                    id_prefix: prefix.map(str::to_string),
+                    ..q.clone()
+                };
+                let (sql, args) = list_sql(&q, sparse, Some((5, "t".into())));
+                let args: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+                let p = plan(&i, &sql, &args).join("; ");
+                assert!(
+                    p.starts_with("SEARCH")
+                        || (p.starts_with("SCAN tasks USING")
+                            && !p.contains("SCAN tasks USING PRIMARY")
+                            && q.function.is_none()
+                            && q.user.is_none()
+                            && q.status.is_none()),
+                    "{sql}: {p}"
+                );
+                assert_eq!(p.contains("TEMP B-TREE"), sparse, "{sql}: {p}");
+            }
+        }
+        let one: &dyn rusqlite::ToSql = &1;
+        for sql in [
+            "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND status IN (?2, ?3, ?4)",
+            "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > 0 AND due > ?2",
+            "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND due > 0 AND due > ?2 AND user = ?3",
+            "SELECT COUNT(*) FROM tasks WHERE user = ?1 AND function = ?2 AND status IN (?3, ?4, ?5)",
+            "SELECT COUNT(*) FROM tasks WHERE function = ?1 AND throttled = 1 AND user = ?2",
+        ] {
+            let n = sql.matches('?').count();
+            let p = plan(&i, sql, &vec![one; n]).join("; ");
+            assert!(p.starts_with("SEARCH tasks USING COVERING INDEX"), "{sql}: {p}");
+        }
     }
 }
