@@ -8,10 +8,12 @@
 pub mod nats;
 pub mod ops;
 
+mod console;
 mod error;
 mod functions;
 mod schedules;
 mod tasks;
+mod views;
 
 pub use crate::api::ops::Caller;
 pub use error::{ApiError, ApiResult};
@@ -87,6 +89,12 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/v1/tasks/{id}/replay", post(tasks::replay))
+        .route("/v1/tasks/{id}/timeline", get(views::timeline))
+        .route("/v1/overview", get(views::overview))
+        .route("/", get(console::page))
+        .route("/ui", get(console::page))
+        .route("/ui/", get(console::page))
+        .route("/ui/{*path}", get(console::asset))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(AppState(ctx))

@@ -42,7 +42,7 @@ fn conflict(id: &str, status: Status, what: &str) -> ApiError {
 }
 
 /// Reads a task the caller may see.
-async fn visible(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Versioned> {
+pub(crate) async fn visible(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Versioned> {
     submission::check_id("id", id)?;
     match ctx.tasks.get(id).await? {
         Some(v) if caller.may_see(&v.record.user) => Ok(v),
