@@ -156,7 +156,7 @@ fn carve_throttle(spans: &mut Vec<Span>, at: Timestamp, ms: u64) {
         kind: Kind::Throttled,
         start: from,
         duration_ms: at.since(from),
-        detail: Some("waiting for rate_limit".into()),
+        detail: Some("rate_limit".into()),
         ..s.clone()
     };
     if from <= s.start {

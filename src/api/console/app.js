@@ -348,7 +348,7 @@
   // ---------- overview ----------
 
   function sparkline(series) {
-    const w = 120;
+    const w = 96;
     const hgt = 28;
     const n = series.finished.length;
     const max = Math.max(1, ...series.finished);
@@ -403,12 +403,11 @@
           h("th.num", null, "Queued"),
           h("th.num", null, "Delayed"),
           h("th.num", null, "Running"),
-          h("th.num", { title: "Waiting because of a rate limit or a 429/503" }, "Throttled"),
+          h("th.num", { title: "Waiting because of a rate limit or a 429/503; the function's rate limits" }, "Throttled"),
           h("th.num", { title: "Succeeded / failed in the last minute" }, "Last min ✓/✗"),
           h("th.num", { title: "Succeeded / failed in the last hour" }, "Last hour ✓/✗"),
           h("th", { title: "Throughput (blue) and failures (red) per minute, last hour" }, "Last hour"),
           h("th.num", { title: "Concurrency limit now / max" }, "Concurrency"),
-          h("th", null, "Rate limit"),
           h("th.num", { title: "Queue time p50 / p99, last hour" }, "Queue p50/p99"),
           h("th.num", { title: "Run time of the last attempt p50 / p99, last hour" }, "Run p50/p99"),
           h("th", null, "")
@@ -424,7 +423,7 @@
     ]);
     const tile = (label, value, cls) =>
       h("div.tile" + (cls || ""), null, h("div.label", null, label), h("div.value", null, num(value)));
-    const cell = (label, col, ...content) => h("td.num", { "data-label": label, dataset: { col } }, ...content);
+    const cell = (label, col, ...content) => h("td.num", { "data-label": label, dataset: { col } }, h("span", null, ...content));
     const p = poller(2000, async () => {
       let o;
       try {
@@ -449,7 +448,7 @@
       );
       if (!o.functions.length) {
         body.replaceChildren(
-          h("tr", null, h("td.empty", { colspan: 13 }, "No functions yet. Create one with PUT /v1/functions/{name}."))
+          h("tr", null, h("td.empty", { colspan: 12 }, "No functions yet. Create one with PUT /v1/functions/{name}."))
         );
         return;
       }
@@ -474,7 +473,14 @@
             cell("Queued", "queued", count(f.queued)),
             cell("Delayed", "delayed", count(f.delayed)),
             cell("Running", "running", count(f.running, ".ok-n")),
-            cell("Throttled", "throttled", count(f.throttled)),
+            cell(
+              "Throttled",
+              "throttled",
+              count(f.throttled, ".bad-n"),
+              f.rate_limit || f.user_rate_limit
+                ? h("span.sub", { dataset: { col: "rate" } }, [rate(f.rate_limit) ? "≤ " + rate(f.rate_limit) : "", f.user_rate_limit ? (f.rate_limit ? ", " : "≤ ") + rate(f.user_rate_limit) + " per user" : ""].join(""))
+                : null
+            ),
             cell(
               "Last min ✓/✗",
               "minute",
@@ -494,13 +500,6 @@
               "Concurrency",
               "concurrency",
               h("span", { title: f.concurrency.adaptive ? `adaptive, ${f.concurrency.min}–${f.concurrency.max}` : "fixed" }, num(f.concurrency.limit), h("span.sep", null, "/"), num(f.concurrency.max))
-            ),
-            h(
-              "td",
-              { "data-label": "Rate limit", dataset: { col: "rate" } },
-              f.rate_limit || f.user_rate_limit
-                ? [rate(f.rate_limit) || "", f.user_rate_limit ? h("span.muted", null, (f.rate_limit ? " · " : "") + rate(f.user_rate_limit) + " per user") : null]
-                : h("span.zero", null, "none")
             ),
             cell("Queue p50/p99", "queue", pct(f.queue_ms)),
             cell("Run p50/p99", "run", pct(f.run_ms)),
@@ -803,7 +802,7 @@
       const left = (a / total) * 100;
       const width = (sp.duration_ms / total) * 100;
       let label = KIND_LABEL[sp.kind] || sp.kind;
-      if (sp.kind === "attempt" || (sp.attempt && sp.kind !== "waiting")) label += sp.attempt ? " " + sp.attempt : "";
+      if (sp.kind === "attempt" && sp.attempt) label += " " + sp.attempt;
       const outcome = sp.kind === "attempt" && sp.outcome ? sp.outcome : "";
       const title = `${label}: ${fmtMs(sp.duration_ms)} from ${fmtTime(sp.start)}${sp.open ? " (still going)" : ""}${sp.detail ? " — " + sp.detail : ""}`;
       append(grid, [
@@ -966,6 +965,7 @@
         )
       );
       facts.replaceChildren(
+        ...[
         fact("Function", h("a", { href: "#/tasks?function=" + encodeURIComponent(r.function) }, r.function)),
         fact("User", r.user),
         fact("Created", when(r.created_at)),
@@ -978,7 +978,8 @@
         fact("Input size", num(r.input_size) + " bytes"),
         r.heartbeat_at ? fact("Last heartbeat", when(r.heartbeat_at)) : null,
         r.replay_of ? fact("Replay of", link(r.replay_of)) : null,
-        r.triggered_by ? fact("Triggered by", link(r.triggered_by)) : null
+        r.triggered_by ? fact("Triggered by", link(r.triggered_by)) : null,
+        ].filter(Boolean)
       );
       errorBox.replaceChildren(
         r.error ? h("div.errbox", { style: "margin-top:12px" }, h("span.type", null, r.error.type), h("span", null, r.error.message)) : ""
