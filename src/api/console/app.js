@@ -724,7 +724,7 @@
     for (const k of FILTERS) if (filter[k]) q.set(k, filter[k]);
     q.set("limit", String(PAGE));
     if (cursor) q.set("cursor", cursor);
-    let lastIds = "";
+    let lastIds = null;
     const p = poller(3000, async (firstRun) => {
       // Pages after the first stay as they are: only the newest page follows new tasks.
       if (!firstRun && cursor) return;
