@@ -32,15 +32,24 @@ struct Task {
 
 fn id_at(ms: i64, n: u64) -> String {
     // 48 bits of milliseconds, then version 7 and 76 bits that differ per task.
-    let mix = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    format!("{:012x}7{:03x}{:016x}", ms, (mix >> 52) & 0xfff, mix)
+    let m = mix(n ^ 0x5555);
+    format!("{:012x}7{:03x}{:016x}", ms, (m >> 52) & 0xfff, m)
+}
+
+/// splitmix64: independent-looking figures from a task's number.
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn tasks(n: usize, now: i64) -> Vec<Task> {
     (0..n)
         .map(|i| {
             let created = now - SPAN_MS + (i as i64 * SPAN_MS) / n as i64;
-            let r = (i as u64).wrapping_mul(2_654_435_761) % 100;
+            let m = mix(i as u64);
+            let r = m % 100;
             let end = match r {
                 0..=89 => Status::Succeeded,
                 90..=94 => Status::Failed,
@@ -49,14 +58,14 @@ fn tasks(n: usize, now: i64) -> Vec<Task> {
                 98 => Status::Running,
                 _ => Status::Retrying,
             };
-            let user = if i % 2 == 0 {
+            let user = if (m >> 8) % 2 == 0 {
                 "big".to_string()
             } else {
-                format!("u{}", (i / 2) % (USERS - 1))
+                format!("u{}", (m >> 16) % (USERS as u64 - 1))
             };
             Task {
                 id: id_at(created, i as u64),
-                function: format!("f{}", i % FUNCTIONS),
+                function: format!("f{}", (m >> 32) % FUNCTIONS as u64),
                 user,
                 created,
                 end,
