@@ -320,7 +320,8 @@ impl Browser {
         .unwrap();
     }
 
-    /// Saves a screenshot of the viewport as `target/console-screenshots/NAME.png`.
+    /// Saves a screenshot of the viewport as `target/console-screenshots/NAME.png` (and, with
+    /// `JETASK_DOCS_SCREENSHOTS=1`, over the copy in `docs/console/` that docs/console.md shows).
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine;
         let v = self.call(reqwest::Method::GET, "/screenshot", None).await.unwrap();
@@ -330,7 +331,12 @@ impl Browser {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).unwrap();
+        std::fs::write(&path, &png).unwrap();
+        if std::env::var_os("JETASK_DOCS_SCREENSHOTS").is_some_and(|v| v == "1") {
+            let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs").join("console");
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::write(docs.join(format!("{name}.png")), &png).unwrap();
+        }
         path
     }
 
