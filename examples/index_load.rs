@@ -58,7 +58,7 @@ fn tasks(n: usize, now: i64) -> Vec<Task> {
                 98 => Status::Running,
                 _ => Status::Retrying,
             };
-            let user = if (m >> 8) % 2 == 0 {
+            let user = if (m >> 8).is_multiple_of(2) {
                 "big".to_string()
             } else {
                 format!("u{}", (m >> 16) % (USERS as u64 - 1))
@@ -159,7 +159,7 @@ fn main() {
             .map(|x| {
                 if x.end == Status::Retrying {
                     let timing = Timing {
-                        throttled: x.created % 3 == 0,
+                        throttled: x.created.rem_euclid(3) == 0,
                         ..started(x)
                     };
                     change(x, Status::Retrying, timing, t + 60_000)

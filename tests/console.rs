@@ -7,13 +7,12 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::sync::Mutex;
 use std::time::Duration;
 use support::webdriver::Browser;
 use support::{config, start_app, wait_for, App, NatsServer, Receiver, Reply};
 
 /// One browser at a time: two Chromiums at once are heavy on a small machine.
-static BROWSER: Mutex<()> = Mutex::new(());
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -210,7 +209,7 @@ async fn the_overview_timeline_and_id_prefix_answer_the_callers_own_tasks() {
 
 #[tokio::test]
 async fn the_console_shows_live_figures_timelines_and_acts_on_tasks_in_a_real_browser() {
-    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = BROWSER.lock().await;
     let nats = NatsServer::start();
     let app = start_app(config(&nats)).await;
     let rx = endpoint().await;
@@ -467,7 +466,7 @@ async fn the_console_shows_live_figures_timelines_and_acts_on_tasks_in_a_real_br
 
 #[tokio::test]
 async fn with_tokens_the_console_asks_for_one_and_shows_only_that_users_tasks() {
-    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = BROWSER.lock().await;
     let nats = NatsServer::start();
     let mut c = config(&nats);
     c.auth.tokens.insert("alice-token-123".into(), "alice".into());
