@@ -2,8 +2,8 @@
 //! answer them in time independent of how many tasks it holds, and how they are read back.
 //!
 //! Outcomes are counted per 10-second slot and durations per minute, in two small tables that
-//! triggers on the task table keep up to date as tasks start and finish (see `table.rs`), once
-//! for every user together and once per user. Durations go into logarithmic buckets (eight per
+//! each transaction of the index adds to as tasks are first seen started and finished (see
+//! `table.rs`), once for every user together and once per user. Durations go into logarithmic buckets (eight per
 //! doubling, so a percentile is within about 5% of the exact figure).
 
 /// Outcomes are counted per slot of this many milliseconds.

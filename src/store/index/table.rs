@@ -5,6 +5,7 @@ use super::{Change, IndexError, Query, QueueCounts};
 use crate::core::task::Status;
 use crate::core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,27 +26,24 @@ CREATE TABLE tasks (
     created INTEGER NOT NULL,
     updated INTEGER NOT NULL,
     due INTEGER NOT NULL,
-    -- The overview's figures (0 or -1 when unknown, or before the stats horizon).
-    started INTEGER NOT NULL DEFAULT 0,
-    finished INTEGER NOT NULL DEFAULT 0,
-    queue_bucket INTEGER NOT NULL DEFAULT -1,
-    run_bucket INTEGER NOT NULL DEFAULT -1,
-    throttled INTEGER NOT NULL DEFAULT 0
+    -- Held back by a throttle now (for the overview).
+    throttled INTEGER NOT NULL DEFAULT 0,
+    -- What the overview has counted of this task (1: its start, 2: its end), and what the
+    -- last write added to that: read back with RETURNING to count each once.
+    seen INTEGER NOT NULL DEFAULT 0,
+    fresh INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX by_created ON tasks (created, id);
-CREATE INDEX by_function ON tasks (function, created, id);
-CREATE INDEX by_function_status ON tasks (function, status, created, id);
-CREATE INDEX by_status ON tasks (status, created, id);
+-- `user` last: under auth every list names its user, filtered in the index without a lookup.
+CREATE INDEX by_function ON tasks (function, created, id, user);
+CREATE INDEX by_function_status ON tasks (function, status, created, id, user);
+CREATE INDEX by_status ON tasks (status, created, id, user);
 CREATE INDEX by_user ON tasks (user, created, id);
--- Under auth every list names its user: these keep each of its filters an index range.
-CREATE INDEX by_user_function ON tasks (user, function, created, id);
-CREATE INDEX by_user_status ON tasks (user, status, created, id);
-CREATE INDEX by_user_function_status ON tasks (user, function, status, created, id);
 CREATE INDEX by_due ON tasks (function, due, user) WHERE due > 0;
 CREATE INDEX by_throttled ON tasks (function, user) WHERE throttled = 1;
 
 -- Outcomes per 10-second slot and durations per minute (kind 0: queue, 1: run) in buckets,
--- for every user together (user '*') and per user; kept by the triggers below.
+-- for every user together (user '*') and per user: added to per transaction.
 CREATE TABLE outcomes (
     user TEXT NOT NULL,
     function TEXT NOT NULL,
@@ -68,53 +66,82 @@ CREATE TABLE durations (
 ) WITHOUT ROWID;
 ";
 
-/// The triggers that count a task when it first shows as started, and when it first shows as
-/// finished (a task's later writes, such as its destination's outcome, change neither).
-const TRIGGERS: &str = "
-CREATE TRIGGER started_new AFTER INSERT ON tasks WHEN NEW.started > 0 AND NEW.queue_bucket >= 0 BEGIN
-    INSERT INTO durations VALUES
-        ('*', NEW.function, 0, NEW.started / 60000, NEW.queue_bucket, 1),
-        (NEW.user, NEW.function, 0, NEW.started / 60000, NEW.queue_bucket, 1)
-    ON CONFLICT DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER started_now AFTER UPDATE ON tasks
-WHEN NEW.started > 0 AND OLD.started = 0 AND NEW.queue_bucket >= 0 BEGIN
-    INSERT INTO durations VALUES
-        ('*', NEW.function, 0, NEW.started / 60000, NEW.queue_bucket, 1),
-        (NEW.user, NEW.function, 0, NEW.started / 60000, NEW.queue_bucket, 1)
-    ON CONFLICT DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER finished_new AFTER INSERT ON tasks WHEN NEW.finished > 0 BEGIN
-    INSERT INTO outcomes VALUES
-        ('*', NEW.function, NEW.finished / 10000, NEW.status = 'Succeeded', NEW.status = 'Failed',
-         NEW.status = 'Stopped', NEW.status = 'Expired', NEW.status = 'Invalid'),
-        (NEW.user, NEW.function, NEW.finished / 10000, NEW.status = 'Succeeded', NEW.status = 'Failed',
-         NEW.status = 'Stopped', NEW.status = 'Expired', NEW.status = 'Invalid')
-    ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed,
-        stopped = stopped + excluded.stopped, expired = expired + excluded.expired,
-        invalid = invalid + excluded.invalid;
-    INSERT INTO durations SELECT '*', NEW.function, 1, NEW.finished / 60000, NEW.run_bucket, 1
-        WHERE NEW.run_bucket >= 0
-    UNION ALL SELECT NEW.user, NEW.function, 1, NEW.finished / 60000, NEW.run_bucket, 1
-        WHERE NEW.run_bucket >= 0
-    ON CONFLICT DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER finished_now AFTER UPDATE ON tasks WHEN NEW.finished > 0 AND OLD.finished = 0 BEGIN
-    INSERT INTO outcomes VALUES
-        ('*', NEW.function, NEW.finished / 10000, NEW.status = 'Succeeded', NEW.status = 'Failed',
-         NEW.status = 'Stopped', NEW.status = 'Expired', NEW.status = 'Invalid'),
-        (NEW.user, NEW.function, NEW.finished / 10000, NEW.status = 'Succeeded', NEW.status = 'Failed',
-         NEW.status = 'Stopped', NEW.status = 'Expired', NEW.status = 'Invalid')
-    ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed,
-        stopped = stopped + excluded.stopped, expired = expired + excluded.expired,
-        invalid = invalid + excluded.invalid;
-    INSERT INTO durations SELECT '*', NEW.function, 1, NEW.finished / 60000, NEW.run_bucket, 1
-        WHERE NEW.run_bucket >= 0
-    UNION ALL SELECT NEW.user, NEW.function, 1, NEW.finished / 60000, NEW.run_bucket, 1
-        WHERE NEW.run_bucket >= 0
-    ON CONFLICT DO UPDATE SET n = n + 1;
-END;
-";
+/// `seen` bits.
+const SEEN_START: i64 = 1;
+const SEEN_END: i64 = 2;
+
+/// What one transaction adds to the overview's tables, summed before it writes them: a batch
+/// of a thousand writes touches a handful of rows.
+#[derive(Default)]
+struct Tally {
+    outcomes: HashMap<(String, String, i64), Outcomes>,
+    durations: HashMap<(String, String, i64, i64, i64), i64>,
+}
+
+impl Tally {
+    fn each_user(&mut self, user: &str, mut add: impl FnMut(&mut Tally, &str)) {
+        add(self, ALL_USERS);
+        add(self, user);
+    }
+
+    fn outcome(&mut self, function: &str, user: &str, at: i64, status: Status) {
+        self.each_user(user, |t, u| {
+            let o = t
+                .outcomes
+                .entry((u.to_string(), function.to_string(), at / SLOT_MS))
+                .or_default();
+            match status {
+                Status::Succeeded => o.succeeded += 1,
+                Status::Failed => o.failed += 1,
+                Status::Stopped => o.stopped += 1,
+                Status::Expired => o.expired += 1,
+                _ => o.invalid += 1,
+            }
+        });
+    }
+
+    fn duration(&mut self, function: &str, user: &str, kind: i64, at: i64, ms: u64) {
+        self.each_user(user, |t, u| {
+            let key = (
+                u.to_string(),
+                function.to_string(),
+                kind,
+                at / MINUTE_MS,
+                stats::bucket(ms),
+            );
+            *t.durations.entry(key).or_default() += 1;
+        });
+    }
+
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let mut o = tx.prepare_cached(
+            "INSERT INTO outcomes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO UPDATE SET succeeded = succeeded + excluded.succeeded,
+             failed = failed + excluded.failed, stopped = stopped + excluded.stopped,
+             expired = expired + excluded.expired, invalid = invalid + excluded.invalid",
+        )?;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for ((user, function, slot), c) in &self.outcomes {
+            o.execute(params![
+                user,
+                function,
+                slot,
+                n(c.succeeded),
+                n(c.failed),
+                n(c.stopped),
+                n(c.expired),
+                n(c.invalid)
+            ])?;
+        }
+        let mut d = tx.prepare_cached(
+            "INSERT INTO durations VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((user, function, kind, minute, bucket), count) in &self.durations {
+            d.execute(params![user, function, kind, minute, bucket, count])?;
+        }
+        Ok(())
+    }
+}
 
 /// ID prefixes matching at most this many tasks are listed from the ID order and sorted; more
 /// common ones are filtered from the creation order.
@@ -194,7 +221,6 @@ impl Index {
         let path = dir.path().join("tasks.sqlite");
         let writer = connect(&path)?;
         writer.execute_batch(SCHEMA)?;
-        writer.execute_batch(TRIGGERS)?;
         let reader = connect(&path)?;
         Ok(Index {
             writer: Mutex::new(writer),
@@ -212,22 +238,24 @@ impl Index {
     /// Applies changes as of `now`: starts and ends before the stats horizon are not counted.
     pub fn apply_at(&self, changes: &[Change], now: Timestamp) -> Result<(), IndexError> {
         let horizon = now.millis() - HORIZON_MS;
-        let recent = |t: Option<i64>| t.filter(|t| *t >= horizon).unwrap_or(0);
+        let recent = |t: Option<i64>| t.filter(|t| *t >= horizon);
         let mut w = self
             .writer
             .lock()
             .map_err(|_| std::io::Error::other("index lock poisoned"))?;
         let tx = w.transaction()?;
+        let mut tally = Tally::default();
         {
             // A task's function, user and creation time never change: an update rewrites only
-            // the entries of the indexes on status, due and throttling.
+            // the entries of the indexes on status, due and throttling. `fresh` is what this
+            // write adds to `seen` (SET reads the row as it was).
             let mut up = tx.prepare_cached(
-                "INSERT INTO tasks (id, function, user, status, created, updated, due, started, finished,
-                 queue_bucket, run_bucket, throttled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                "INSERT INTO tasks (id, function, user, status, created, updated, due, throttled, seen, fresh)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
                  ON CONFLICT(id) DO UPDATE SET status = excluded.status, updated = excluded.updated,
-                 due = excluded.due, started = excluded.started, finished = excluded.finished,
-                 queue_bucket = excluded.queue_bucket, run_bucket = excluded.run_bucket,
-                 throttled = excluded.throttled",
+                 due = excluded.due, throttled = excluded.throttled, seen = seen | excluded.seen,
+                 fresh = excluded.seen & ~seen
+                 RETURNING fresh",
             )?;
             let mut rm = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
             for c in changes {
@@ -242,23 +270,33 @@ impl Index {
                         due,
                         timing,
                     } => {
-                        let started = recent(timing.started);
-                        let finished = recent(timing.finished);
-                        let bucket = |ms: Option<u64>, at: i64| ms.filter(|_| at > 0).map_or(-1, stats::bucket);
-                        up.execute(params![
-                            id,
-                            function,
-                            user,
-                            status.as_str(),
-                            created,
-                            updated,
-                            due,
-                            started,
-                            finished,
-                            bucket(timing.queue_ms, started),
-                            bucket(timing.run_ms, finished),
-                            timing.throttled && !status.is_terminal(),
-                        ])?;
+                        let started = recent(timing.started).zip(timing.queue_ms);
+                        let finished = recent(timing.finished).filter(|_| status.is_terminal());
+                        let seen = if started.is_some() { SEEN_START } else { 0 }
+                            | if finished.is_some() { SEEN_END } else { 0 };
+                        let fresh: i64 = up.query_row(
+                            params![
+                                id,
+                                function,
+                                user,
+                                status.as_str(),
+                                created,
+                                updated,
+                                due,
+                                timing.throttled && !status.is_terminal(),
+                                seen,
+                            ],
+                            |row| row.get(0),
+                        )?;
+                        if let (true, Some((at, ms))) = (fresh & SEEN_START != 0, started) {
+                            tally.duration(function, user, 0, at, ms);
+                        }
+                        if let (true, Some(at)) = (fresh & SEEN_END != 0, finished) {
+                            tally.outcome(function, user, at, *status);
+                            if let Some(ms) = timing.run_ms {
+                                tally.duration(function, user, 1, at, ms);
+                            }
+                        }
                     }
                     Change::Remove { id } => {
                         rm.execute(params![id])?;
@@ -266,6 +304,7 @@ impl Index {
                 }
             }
         }
+        tally.write(&tx)?;
         tx.commit()?;
         Ok(())
     }
