@@ -8,11 +8,13 @@
 pub mod nats;
 pub mod ops;
 
+mod console;
 mod error;
 mod functions;
 mod openapi;
 mod schedules;
 mod tasks;
+mod views;
 
 pub use crate::api::ops::Caller;
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
@@ -144,6 +146,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::heartbeat))
         .routes(routes!(tasks::complete))
         .routes(routes!(tasks::replay))
+        .routes(routes!(views::timeline))
+        .routes(routes!(views::overview))
 }
 
 /// The OpenAPI 3.1 document of the HTTP API, as `GET /openapi.json` answers it.
@@ -153,7 +157,9 @@ pub fn openapi() -> serde_json::Value {
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     let (router, _) = routes().split_for_parts();
+    // The console's page and assets are not API: served beside it, outside the document.
     router
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(AppState(ctx))

@@ -101,7 +101,7 @@ fn conflict(id: &str, status: Status, what: &str) -> ApiError {
 }
 
 /// Reads a task the caller may see.
-async fn visible(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Versioned> {
+pub(crate) async fn visible(ctx: &Ctx, caller: &Caller, id: &str) -> ApiResult<Versioned> {
     submission::check_id("id", id)?;
     match ctx.tasks.get(id).await? {
         Some(v) if caller.may_see(&v.record.user) => Ok(v),
@@ -158,7 +158,16 @@ fn parse_query(params: &HashMap<String, String>, caller: &Caller) -> ApiResult<Q
 
 /// The list filters of `params`; errors carry `code` and name the field.
 fn parse_filter(params: &HashMap<String, String>, caller: &Caller, code: &'static str) -> ApiResult<Query> {
-    const KNOWN: [&str; 7] = ["function", "status", "user", "since", "until", "limit", "cursor"];
+    const KNOWN: [&str; 8] = [
+        "function",
+        "status",
+        "user",
+        "since",
+        "until",
+        "limit",
+        "cursor",
+        "id_prefix",
+    ];
     let bad = |k: &str, why: String| ApiError::bad_request(code, format!("{k}: {why}"));
     if let Some(k) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(
@@ -187,7 +196,16 @@ fn parse_filter(params: &HashMap<String, String>, caller: &Caller, code: &'stati
         (Some(own), _) => Some(own.clone()),
         (None, u) => u.cloned(),
     };
+    let id_prefix = params
+        .get("id_prefix")
+        .map(|p| {
+            crate::core::task::valid_task_id(p)
+                .then(|| p.clone())
+                .ok_or_else(|| bad("id_prefix", "expected 1 to 128 of A-Z, a-z, 0-9, _ and -".into()))
+        })
+        .transpose()?;
     Ok(Query {
+        id_prefix,
         function: params.get("function").cloned(),
         status,
         user,

@@ -414,6 +414,7 @@ pub async fn get(
         ("until" = Option<String>, Query, description = "RFC 3339, inclusive bound on `created_at`", format = DateTime),
         ("limit" = Option<u32>, Query, description = "page size, default 20", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, unchanged"),
+        ("id_prefix" = Option<String>, Query, description = "only tasks whose ID starts with this", pattern = "^[A-Za-z0-9_-]{1,128}$"),
     ),
     responses(
         (status = 200, description = "a page of records, without input", body = TaskList),

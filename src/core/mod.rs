@@ -21,4 +21,5 @@ pub mod subjects;
 pub mod submission;
 pub mod task;
 pub mod time;
+pub mod timeline;
 pub mod trace;

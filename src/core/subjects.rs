@@ -113,6 +113,8 @@ pub mod headers {
     pub const INDEX_USER: &str = "Jetask-Idx-User";
     pub const INDEX_CREATED: &str = "Jetask-Idx-Created";
     pub const INDEX_DUE: &str = "Jetask-Idx-Due";
+    /// First start, finish, queue and run time, throttling: for the overview's figures.
+    pub const INDEX_TIMES: &str = "Jetask-Idx-Times";
 }
 
 #[cfg(test)]

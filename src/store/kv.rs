@@ -108,6 +108,9 @@ impl TaskStore {
         if let Some(due) = record.waiting_until() {
             headers.insert(h::INDEX_DUE, due.millis().to_string().as_str());
         }
+        if let Some(times) = crate::store::index::timing_header(record) {
+            headers.insert(h::INDEX_TIMES, times.as_str());
+        }
         let ack = self
             .js
             .publish_with_headers(subjects::task_key_subject(&record.id), headers, Bytes::from(body))

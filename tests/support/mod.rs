@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod cluster;
+pub mod webdriver;
 
 use jetask::core::config::Config;
 use jetask::service::{self, Service};

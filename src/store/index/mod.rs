@@ -7,8 +7,11 @@
 //! [`table`] is the SQLite side (schema, changes, queries); [`follower`] feeds it from the bucket.
 
 mod follower;
+mod stats;
 mod table;
 
+pub use follower::timing_header;
+pub use stats::{FunctionStats, Outcomes, Percentiles, SERIES_MINUTES};
 pub use table::Index;
 
 use crate::core::task::Status;
@@ -22,6 +25,8 @@ pub struct Query {
     pub user: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+    /// Only tasks whose ID starts with this (`[A-Za-z0-9_-]{1,128}`, checked by the caller).
+    pub id_prefix: Option<String>,
     pub limit: usize,
     pub cursor: Option<String>,
 }
@@ -48,6 +53,8 @@ pub enum Change {
         updated: i64,
         /// When a waiting task (delayed or backing off) is next due, in ms; 0 when not waiting.
         due: i64,
+        /// What the overview counts (start, end, queue and run time, throttling).
+        timing: Timing,
     },
     Remove {
         id: String,
@@ -60,6 +67,21 @@ impl Change {
             Change::Upsert { id, .. } | Change::Remove { id } => id,
         }
     }
+}
+
+/// A task's figures for the overview ([`Index::stats`]), from its record write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// First start of an attempt, in ms.
+    pub started: Option<i64>,
+    /// Final state reached, in ms.
+    pub finished: Option<i64>,
+    /// From when it was due to its first start.
+    pub queue_ms: Option<u64>,
+    /// Its last attempt's duration (set once finished).
+    pub run_ms: Option<u64>,
+    /// Waiting because of a throttle: its endpoint answered 429/503, or a rate limit holds it.
+    pub throttled: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
