@@ -412,7 +412,8 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
 /// Every address of the run, and what to try first.
 fn print_running(api: &str, nats: &str, credentials: Option<&Path>, demo: Option<&Running>) {
     println!("jetask is running (Ctrl-C stops everything):");
-    println!("  API               {api}   (web console at /, Prometheus metrics at /metrics)");
+    println!("  API               {api}   (Prometheus metrics at /metrics, OpenAPI at /openapi.json)");
+    println!("  web console       {api}/");
     let creds = credentials
         .map(|p| format!("; credentials in {}", p.display()))
         .unwrap_or_default();
