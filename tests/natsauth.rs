@@ -463,23 +463,28 @@ async fn jetask_dev_runs_its_nats_server_with_the_shipped_authorization_and_prin
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let _dev = Dev(child);
-    // Its output up to "jetask is running", read on a thread (the pipe blocks).
+    // Its output up to "jetask is running", read on a thread (the pipe blocks) that goes on
+    // reading to the end: a pipe closed under it would make `jetask dev`'s next line fail.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     let printed = tokio::task::spawn_blocking(move || {
         let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
+        while let Ok(line) = rx.recv_timeout(T) {
             let done = line.starts_with("jetask is running");
             lines.push(line);
             if done {
-                break;
+                return Some(lines);
             }
         }
-        lines
-    });
-    let printed = tokio::time::timeout(T, printed)
-        .await
-        .expect("jetask dev starts")
-        .unwrap();
+        None
+    })
+    .await
+    .unwrap()
+    .expect("jetask dev starts");
     let alice_password = printed
         .iter()
         .find_map(|l| l.trim().strip_prefix("user alice")?.split_whitespace().nth(1))
