@@ -336,48 +336,13 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     } else {
         Some(Demo::bind(&args).await?)
     };
-    let mut child = None;
-    let mut credentials = None;
-    if !reachable(&config).await {
-        let dir = PathBuf::from(".jetask-dev");
-        let port = port_of(&config.nats.url);
-        let creds = DevCredentials::load_or_create(&dir)?;
-        config.nats.user = Some("jetask".into());
-        config.nats.password = creds.password("jetask").map(str::to_string);
-        // A dev server of an earlier run may still be up (another `jetask dev`): join it.
-        if !reachable(&config).await {
-            println!(
-                "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
-                config.nats.url,
-                dir.display()
-            );
-            child = Some(spawn_dev_nats(&dir, port, &creds)?);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !reachable(&config).await {
-                anyhow::ensure!(
-                    tokio::time::Instant::now() < deadline,
-                    "nats-server did not come up on port {port} (if another server listens there and \
-                     wants credentials, give jetask nats.user and nats.password)"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        print_credentials(&creds, port, &dir);
-        credentials = Some(dir.join("nats.env"));
-    }
+    let (child, credentials) = if reachable(&config).await {
+        (None, None)
+    } else {
+        own_nats(&mut config).await?
+    };
     let running = match demo {
-        Some(d) => {
-            let service: crate::cli::receiver::Service = Default::default();
-            let (server, _server_task) = crate::cli::demo::serve_on(d.server)?;
-            let (receiver, _receiver_task) = crate::cli::receiver::serve_on(d.receiver, service.clone())?;
-            let r = Running {
-                server,
-                receiver,
-                service,
-            };
-            r.register(&mut config)?;
-            Some(r)
-        }
+        Some(d) => Some(start_demo(d, &mut config)?),
         None => None,
     };
     let nats_url = config.nats.url.clone();
@@ -407,6 +372,53 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     svc.stop().await;
     drop(child);
     Ok(())
+}
+
+/// No NATS server answers at `nats.url`: joins the dev server of an earlier run (with the
+/// credentials kept in `.jetask-dev/`), or starts one. The server started, if any (stopped when
+/// dropped), and the credentials file.
+async fn own_nats(config: &mut Config) -> anyhow::Result<(Option<NatsChild>, Option<PathBuf>)> {
+    let dir = PathBuf::from(".jetask-dev");
+    let port = port_of(&config.nats.url);
+    let creds = DevCredentials::load_or_create(&dir)?;
+    config.nats.user = Some("jetask".into());
+    config.nats.password = creds.password("jetask").map(str::to_string);
+    let mut child = None;
+    // A dev server of an earlier run may still be up (another `jetask dev`): join it.
+    if !reachable(config).await {
+        println!(
+            "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
+            config.nats.url,
+            dir.display()
+        );
+        child = Some(spawn_dev_nats(&dir, port, &creds)?);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !reachable(config).await {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not come up on port {port} (if another server listens there and \
+                 wants credentials, give jetask nats.user and nats.password)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    print_credentials(&creds, port, &dir);
+    Ok((child, Some(dir.join("nats.env"))))
+}
+
+/// Serves the demo functions and the webhook receiver on their bound addresses, and registers
+/// the demo functions in the configuration.
+fn start_demo(d: Demo, config: &mut Config) -> anyhow::Result<Running> {
+    let service: crate::cli::receiver::Service = Default::default();
+    let (server, _server_task) = crate::cli::demo::serve_on(d.server)?;
+    let (receiver, _receiver_task) = crate::cli::receiver::serve_on(d.receiver, service.clone())?;
+    let r = Running {
+        server,
+        receiver,
+        service,
+    };
+    r.register(config)?;
+    Ok(r)
 }
 
 /// Every address of the run, and what to try first.

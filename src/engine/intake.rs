@@ -59,6 +59,15 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
         let _ = msg.ack().await;
         return;
     }
+    let kind = create(ctx, &t, seq, info.delivered, flag.is_some()).await;
+    let _ = msg.ack_with(kind).await;
+}
+
+/// Creates the submission's record and says what to tell JetStream: done (terminated, for a
+/// poison submission: never delivered again, whatever comes), or later when the record cannot
+/// be written now (NATS unavailable). One too large for the server is terminated after a few
+/// tries.
+async fn create(ctx: &Ctx, t: &machine::Transition, seq: u64, delivered: i64, poison: bool) -> AckKind {
     match ctx.tasks.create(&t.record).await {
         Ok(revision) => {
             if t.record.status == crate::core::task::Status::Enqueued {
@@ -66,7 +75,7 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
             }
             records::publish(ctx, &t.record, &t.effects).await;
             ctx.fair.recorded(ctx, &t.record).await;
-            if flag.is_some() {
+            if poison {
                 let why = t.record.error.as_ref().map_or("", |e| e.message.as_str());
                 crate::engine::poison::report(
                     ctx,
@@ -78,9 +87,7 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
             }
         }
         Err(StoreError::Exists) => {}
-        // A record that cannot be written now may be written later (NATS unavailable), but not
-        // one too large for the server: that one is terminated after a few tries.
-        Err(e @ StoreError::TooLarge(_)) if info.delivered >= crate::engine::poison::MAX_FAILED_DELIVERIES => {
+        Err(e @ StoreError::TooLarge(_)) if delivered >= crate::engine::poison::MAX_FAILED_DELIVERIES => {
             crate::engine::poison::report(
                 ctx,
                 crate::engine::poison::Kind::Unrecordable,
@@ -88,18 +95,18 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
                 &t.record.id,
                 &e.to_string(),
             );
-            let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            return AckKind::Term;
         }
         Err(e) => {
             tracing::warn!(task_id = %t.record.id, error = %e, "cannot record submission; will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            return;
+            return AckKind::Nak(Some(Duration::from_secs(1)));
         }
     }
-    // A poison submission, recorded, is terminated: never delivered again, whatever comes.
-    let kind = if flag.is_some() { AckKind::Term } else { AckKind::Ack };
-    let _ = msg.ack_with(kind).await;
+    if poison {
+        AckKind::Term
+    } else {
+        AckKind::Ack
+    }
 }
 
 /// The submission as a task: read from its headers, or, when async-nats could not read them

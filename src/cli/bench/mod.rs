@@ -155,29 +155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     collector.abort();
 
-    let (rss_now, rss_peak) = rss_mb();
-    let e2e_per_s = measured.finished as f64 / measured.e2e_secs;
-    let Latencies { queue, run, e2e } = measured.latencies;
-    let report = json!({
-        "tasks": args.tasks,
-        "finished": measured.finished,
-        "payload_bytes": args.payload,
-        "rate": args.rate,
-        "due_in": args.due_in.map(|d| d.to_string()),
-        "submit_per_s": (args.tasks as f64 / measured.submit_secs).round(),
-        "http_submit_per_s": http_submit_per_s.map(f64::round),
-        "e2e_per_s": e2e_per_s.round(),
-        "raw_per_s": raw.as_ref().map(|r| r.per_s.round()),
-        "raw_publish_per_s": raw.as_ref().map(|r| r.publish_per_s.round()),
-        "raw_consume_per_s": raw.as_ref().map(|r| r.consume_per_s.round()),
-        "ratio": raw.as_ref().map(|r| ((e2e_per_s / r.per_s) * 1000.0).round() / 1000.0),
-        "latency_ms": {"queue": summary(queue), "run": summary(run), "e2e": summary(e2e)},
-        "rss_mb": rss_peak.round(),
-        "rss_end_mb": rss_now.round(),
-        "in_process": args.in_process,
-        "cpu_us_per_task": measured.cpu_per_task,
-        "nats_msgs_per_task": measured.msgs_per_task,
-    });
+    let report = report(&args, measured, raw.as_ref(), http_submit_per_s);
     if args.json {
         println!("{report}");
     } else {
@@ -186,6 +164,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     jetask.stop(&http, &function).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The run's report, as `--json` prints it.
+fn report(
+    args: &BenchArgs,
+    measured: NatsRun,
+    raw: Option<&raw::Raw>,
+    http_submit_per_s: Option<f64>,
+) -> serde_json::Value {
+    let (rss_now, rss_peak) = rss_mb();
+    let e2e_per_s = measured.finished as f64 / measured.e2e_secs;
+    let Latencies { queue, run, e2e } = measured.latencies;
+    json!({
+        "tasks": args.tasks,
+        "finished": measured.finished,
+        "payload_bytes": args.payload,
+        "rate": args.rate,
+        "due_in": args.due_in.map(|d| d.to_string()),
+        "submit_per_s": (args.tasks as f64 / measured.submit_secs).round(),
+        "http_submit_per_s": http_submit_per_s.map(f64::round),
+        "e2e_per_s": e2e_per_s.round(),
+        "raw_per_s": raw.map(|r| r.per_s.round()),
+        "raw_publish_per_s": raw.map(|r| r.publish_per_s.round()),
+        "raw_consume_per_s": raw.map(|r| r.consume_per_s.round()),
+        "ratio": raw.map(|r| ((e2e_per_s / r.per_s) * 1000.0).round() / 1000.0),
+        "latency_ms": {"queue": summary(queue), "run": summary(run), "e2e": summary(e2e)},
+        "rss_mb": rss_peak.round(),
+        "rss_end_mb": rss_now.round(),
+        "in_process": args.in_process,
+        "cpu_us_per_task": measured.cpu_per_task,
+        "nats_msgs_per_task": measured.msgs_per_task,
+    })
 }
 
 /// The NATS at `--nats-url`, or a 3-node cluster (`--cluster`), or one server with monitoring.
