@@ -119,19 +119,8 @@ async fn parse(
     accepted_at: Timestamp,
     flag: Option<&str>,
 ) -> Option<submission::Parsed> {
-    let headers = msg.headers.as_ref();
     match flag {
-        None => Some(submission::from_message_on(
-            msg.subject.as_str(),
-            function,
-            |k| headers.and_then(|hm| hm.get(k)).map(|v| v.as_str()),
-            &msg.payload,
-            seq,
-            accepted_at,
-            ctx.config.retention(),
-            ctx.config.limits.max_payload,
-            &ctx.config.rules(),
-        )),
+        None => Some(read(ctx, function, msg, seq, accepted_at)),
         Some(fault) => match crate::engine::poison::parse(ctx, function, msg, seq, accepted_at, fault).await {
             Ok(parsed) => Some(parsed),
             Err(e) => {
@@ -140,6 +129,28 @@ async fn parse(
             }
         },
     }
+}
+
+/// A submission whose headers async-nats could read, as a task under the configured retention,
+/// limits and destination rules: what intake records and what dispatch rebuilds a record from.
+pub(crate) fn read(
+    ctx: &Ctx,
+    function: &str,
+    msg: &async_nats::Message,
+    seq: u64,
+    accepted_at: Timestamp,
+) -> submission::Parsed {
+    submission::from_message_on(
+        msg.subject.as_str(),
+        function,
+        |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+        &msg.payload,
+        seq,
+        accepted_at,
+        ctx.config.retention(),
+        ctx.config.limits.max_payload,
+        &ctx.config.rules(),
+    )
 }
 
 /// Leaves a task its dispatcher takes at once to its first delivery, which creates the record

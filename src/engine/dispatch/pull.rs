@@ -139,24 +139,15 @@ pub(super) async fn note_wait(ctx: &Ctx, parsed: submission::Parsed, accepted_at
     }
 }
 
-/// A submission read from its message, and when JetStream accepted it.
+/// A pulled submission as a task (see [`crate::engine::intake::read`]).
 pub(super) fn parse(
     ctx: &Ctx,
     function: &str,
     msg: &async_nats::Message,
     info: &jetstream::message::Info,
 ) -> submission::Parsed {
-    submission::from_message_on(
-        msg.subject.as_str(),
-        function,
-        |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
-        &msg.payload,
-        info.stream_sequence,
-        Timestamp(info.published.timestamp_millis()),
-        ctx.config.retention(),
-        ctx.config.limits.max_payload,
-        &ctx.config.rules(),
-    )
+    let accepted_at = Timestamp(info.published.timestamp_millis());
+    crate::engine::intake::read(ctx, function, msg, info.stream_sequence, accepted_at)
 }
 
 pub(super) async fn function_loop(ctx: Arc<Ctx>, name: String, stop: CancellationToken, attempts: TaskTracker) {
