@@ -19,7 +19,7 @@ use std::sync::Mutex;
 /// are: enough for intake to run 200,000 tasks ahead of dispatch.
 const CAPACITY: usize = 1 << 18;
 
-/// Task ID (hashed) → (submission's stream sequence, record revision).
+/// What this replica has just written, by hashed task ID.
 pub struct Revisions {
     inner: Mutex<Inner>,
     hasher: std::collections::hash_map::RandomState,
@@ -27,11 +27,44 @@ pub struct Revisions {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<u64, (u64, u64)>,
-    order: VecDeque<u64>,
+    /// Task ID (hashed) → (submission's stream sequence, record revision) of intake's creates.
+    created: Recent<(u64, u64)>,
     /// Task ID (hashed) → the stream sequence of the submission whose delivery created it.
-    dispatched: HashMap<u64, u64>,
-    dispatched_order: VecDeque<u64>,
+    dispatched: Recent<u64>,
+}
+
+/// Entries by hashed task ID, at most [`CAPACITY`]; the oldest go first.
+struct Recent<V> {
+    by_id: HashMap<u64, V>,
+    order: VecDeque<u64>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Recent<V> {
+    fn insert(&mut self, key: u64, value: V) {
+        if self.by_id.insert(key, value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// The entry, used up. Its place in `order` goes when it comes round; a re-inserted key is
+    /// then dropped early, which only costs the operation the entry would have spared.
+    fn take(&mut self, key: u64) -> Option<V> {
+        self.by_id.remove(&key)
+    }
 }
 
 impl Default for Revisions {
@@ -48,50 +81,34 @@ impl Revisions {
         self.hasher.hash_one(id)
     }
 
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Intake created the record of task `id`, from the submission at `seq`, as `revision`.
     pub fn created(&self, id: &str, seq: u64, revision: u64) {
         let key = self.key(id);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.by_id.insert(key, (seq, revision)).is_none() {
-            inner.order.push_back(key);
-        }
-        while inner.order.len() > CAPACITY {
-            if let Some(old) = inner.order.pop_front() {
-                inner.by_id.remove(&old);
-            }
-        }
+        self.inner().created.insert(key, (seq, revision));
     }
 
     /// The dispatcher created task `id`'s record from the submission at `seq`.
     pub fn dispatched(&self, id: &str, seq: u64) {
         let key = self.key(id);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.dispatched.insert(key, seq).is_none() {
-            inner.dispatched_order.push_back(key);
-        }
-        while inner.dispatched_order.len() > CAPACITY {
-            if let Some(old) = inner.dispatched_order.pop_front() {
-                inner.dispatched.remove(&old);
-            }
-        }
+        self.inner().dispatched.insert(key, seq);
     }
 
     /// Whether the dispatcher created task `id`'s record from the submission at `seq` (then
     /// intake has nothing to create); the entry is used up.
     pub fn take_dispatched(&self, id: &str, seq: u64) -> bool {
         let key = self.key(id);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.dispatched.remove(&key) == Some(seq)
+        self.inner().dispatched.take(key) == Some(seq)
     }
 
     /// The revision intake created task `id`'s record at, if it did so from the submission at
     /// `seq`; the entry is used up (a later write has a later revision).
     pub fn take(&self, id: &str, seq: u64) -> Option<u64> {
         let key = self.key(id);
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // Its place in `order` goes when it comes round; a re-inserted key is then dropped early,
-        // which only costs a read.
-        match inner.by_id.remove(&key) {
+        match self.inner().created.take(key) {
             Some((s, revision)) if s == seq => Some(revision),
             _ => None,
         }
@@ -130,7 +147,7 @@ mod tests {
         for n in 0..(CAPACITY as u64 + 10) {
             r.created(&format!("t{n}"), n, n);
         }
-        assert!(r.inner.lock().unwrap().by_id.len() <= CAPACITY);
+        assert!(r.inner.lock().unwrap().created.by_id.len() <= CAPACITY);
         assert_eq!(r.take("t0", 0), None);
         let last = CAPACITY as u64 + 9;
         assert_eq!(r.take(&format!("t{last}"), last), Some(last));
