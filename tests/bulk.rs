@@ -37,6 +37,11 @@ async fn bulk(app: &App, op: &str, filter: Value, n: u64) -> support::Answer {
     a
 }
 
+/// A bulk answer's `matched`, `acted` and `skipped`.
+fn matched_acted_skipped(v: &Value) -> (Option<u64>, Option<u64>, Option<u64>) {
+    (v["matched"].as_u64(), v["acted"].as_u64(), v["skipped"].as_u64())
+}
+
 fn ids(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .unwrap()
@@ -115,14 +120,7 @@ async fn a_bulk_replay_replays_exactly_the_failed_tasks_over_http_and_nats() {
         )
         .await;
     assert_eq!(code, None, "{mixed}");
-    assert_eq!(
-        (
-            mixed["matched"].as_u64(),
-            mixed["acted"].as_u64(),
-            mixed["skipped"].as_u64()
-        ),
-        (Some(2), Some(0), Some(2))
-    );
+    assert_eq!(matched_acted_skipped(&mixed), (Some(2), Some(0), Some(2)));
     app.stop().await;
 }
 
@@ -148,14 +146,7 @@ async fn a_bulk_stop_stops_every_delayed_task_and_bad_filters_are_refused() {
         .api("jetask.api.task.stop_many", json!({"function": "later"}))
         .await;
     assert_eq!(code, None, "{again}");
-    assert_eq!(
-        (
-            again["matched"].as_u64(),
-            again["acted"].as_u64(),
-            again["skipped"].as_u64()
-        ),
-        (Some(5), Some(0), Some(5))
-    );
+    assert_eq!(matched_acted_skipped(&again), (Some(5), Some(0), Some(5)));
     assert_eq!(rx.count(), 0);
 
     for (body, names) in [
@@ -184,12 +175,7 @@ async fn a_bulk_stop_stops_every_delayed_task_and_bad_filters_are_refused() {
 #[tokio::test]
 async fn with_tokens_a_bulk_operation_acts_only_on_the_callers_tasks() {
     let nats = NatsServer::start();
-    let mut c = config(&nats);
-    c.auth.tokens.insert("alice-token-123".into(), "alice".into());
-    c.auth.tokens.insert("bob-token-4567".into(), "bob".into());
-    let app = start_app(c).await;
-    let alice = App::at(&app.base).with_token("alice-token-123");
-    let bob = App::at(&app.base).with_token("bob-token-4567");
+    let (app, alice, bob) = start_app_for_alice_and_bob(&nats).await;
     let rx = Receiver::start(|_, _| Reply::ok("done")).await;
     alice.put_fn("later", json!({"endpoint": rx.url()})).await;
     let mut alices = Vec::new();
@@ -260,31 +246,20 @@ async fn the_command_line_stops_and_replays_by_filter() {
         app.submit("later", &format!("t{i}"), &[("Jetask-Delay", "1h")]).await;
     }
     wait_listed(&app, "function=later&status=Enqueued", 2).await;
-    let dir = tempfile::tempdir().unwrap();
-    let listen = app.base.trim_start_matches("http://");
-    std::fs::write(
-        dir.path().join("jetask.toml"),
-        format!("[http]\nlisten = \"{listen}\"\n"),
-    )
-    .unwrap();
-    let run = |args: &'static [&'static str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"));
-        cmd.args(args).current_dir(dir.path());
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-    };
-    let o = run(&["task", "stop", "--function", "later", "--status", "Enqueued"])
-        .await
-        .unwrap();
+    let cli = Cli::new(&app);
+    let o = cli
+        .run(&["task", "stop", "--function", "later", "--status", "Enqueued"])
+        .await;
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out} {}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("matched 2, stopped 2"), "{out}");
     wait_listed(&app, "function=later&status=Stopped", 2).await;
-    let o = run(&["--json", "task", "replay", "--function", "later"]).await.unwrap();
+    let o = cli.run(&["--json", "task", "replay", "--function", "later"]).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((v["matched"].as_u64(), v["acted"].as_u64()), (Some(2), Some(2)), "{v}");
     // Neither an ID nor a filter: refused by the command line itself.
-    let o = run(&["task", "stop"]).await.unwrap();
+    let o = cli.run(&["task", "stop"]).await;
     assert!(!o.status.success());
     app.stop().await;
 }

@@ -6,44 +6,6 @@ mod support;
 use std::process::{Command, Output};
 use support::*;
 
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new(app: &App) -> Cli {
-        let dir = tempfile::tempdir().unwrap();
-        let listen = app.base.trim_start_matches("http://");
-        std::fs::write(
-            dir.path().join("jetask.toml"),
-            format!("[http]\nlisten = \"{listen}\"\n"),
-        )
-        .unwrap();
-        Cli { dir }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        jetask(self.dir.path(), args).await
-    }
-
-    async fn run_with(&self, args: &[&str], (name, value): (&str, &str)) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
-        cmd.args(args).current_dir(self.dir.path()).env(name, value);
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap()
-    }
-}
-
-/// Runs the binary in `dir` to its end.
-async fn jetask(dir: &std::path::Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetask"));
-    cmd.args(args).current_dir(dir);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -200,7 +162,7 @@ async fn bench_runs_every_task_and_reports_the_run_as_json() {
         "50",
         "--json",
     ];
-    let out = jetask(dir.path(), &args).await;
+    let out = run_jetask(dir.path(), &args).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["tasks"], 500);

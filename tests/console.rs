@@ -9,7 +9,9 @@ mod support;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::webdriver::Browser;
-use support::{config, start_app, wait_for, App, NatsServer, Receiver, Reply};
+use support::{
+    config, start_app, start_app_for_alice_and_bob, wait_for, App, NatsServer, Receiver, Reply, ALICE_TOKEN,
+};
 
 /// One browser at a time: two Chromiums at once are heavy on a small machine.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -50,11 +52,30 @@ async fn terminal(app: &App, id: &str) -> Value {
         .await
 }
 
+/// Opens the policy editor of the function in row `frow`, waits for its policy (with
+/// `max_attempts` at `shown`), and sets `max_attempts` to `to` in the editor, unsaved.
+async fn edit_max_attempts(b: &Browser, frow: &str, shown: u32, to: u32) {
+    b.click(&format!("{frow} button.edit")).await;
+    let expected = format!("\"max_attempts\": {shown}");
+    b.wait_until(
+        "the policy in the editor",
+        WAIT,
+        || b.value("#editor-text"),
+        |t| t.as_deref().is_some_and(|t| t.contains(&expected)),
+    )
+    .await;
+    b.js(
+        "const t = document.querySelector('#editor-text'); const v = JSON.parse(t.value); v.max_attempts = arguments[0]; t.value = JSON.stringify(v, null, 2);",
+        json!([to]),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_console_is_served_from_the_binary_without_a_token() {
     let nats = NatsServer::start();
     let mut c = config(&nats);
-    c.auth.tokens.insert("alice-token-123".into(), "alice".into());
+    c.auth.tokens.insert(ALICE_TOKEN.into(), "alice".into());
     let app = start_app(c).await;
     for (path, kind) in [
         ("/", "text/html"),
@@ -102,12 +123,7 @@ async fn the_console_is_served_from_the_binary_without_a_token() {
 #[tokio::test]
 async fn the_overview_timeline_and_id_prefix_answer_the_callers_own_tasks() {
     let nats = NatsServer::start();
-    let mut c = config(&nats);
-    c.auth.tokens.insert("alice-token-123".into(), "alice".into());
-    c.auth.tokens.insert("bob-token-4567".into(), "bob".into());
-    let app = start_app(c).await;
-    let alice = App::at(&app.base).with_token("alice-token-123");
-    let bob = App::at(&app.base).with_token("bob-token-4567");
+    let (app, alice, bob) = start_app_for_alice_and_bob(&nats).await;
     let rx = endpoint().await;
     put_work(&alice, &rx, "work", 3).await;
     let a_ok = alice.submit("work", "hello", &[]).await;
@@ -388,19 +404,7 @@ async fn the_console_shows_live_figures_timelines_and_acts_on_tasks_in_a_real_br
         |v| v.as_deref() == Some("false"),
     )
     .await;
-    b.click(&format!("{frow} button.edit")).await;
-    b.wait_until(
-        "the policy in the editor",
-        WAIT,
-        || b.value("#editor-text"),
-        |t| t.as_deref().is_some_and(|t| t.contains("\"max_attempts\": 1")),
-    )
-    .await;
-    b.js(
-        "const t = document.querySelector('#editor-text'); const v = JSON.parse(t.value); v.max_attempts = 5; t.value = JSON.stringify(v, null, 2);",
-        json!([]),
-    )
-    .await;
+    edit_max_attempts(&b, frow, 1, 5).await;
     b.screenshot("function-edit").await;
     b.click("#editor-save").await;
     wait_for("the edited policy", WAIT, || async {
@@ -408,19 +412,7 @@ async fn the_console_shows_live_figures_timelines_and_acts_on_tasks_in_a_real_br
     })
     .await;
     // A refused policy keeps the editor open with the reason.
-    b.click(&format!("{frow} button.edit")).await;
-    b.wait_until(
-        "the policy in the editor",
-        WAIT,
-        || b.value("#editor-text"),
-        |t| t.as_deref().is_some_and(|t| t.contains("\"max_attempts\": 5")),
-    )
-    .await;
-    b.js(
-        "const t = document.querySelector('#editor-text'); const v = JSON.parse(t.value); v.max_attempts = 0; t.value = JSON.stringify(v);",
-        json!([]),
-    )
-    .await;
+    edit_max_attempts(&b, frow, 5, 0).await;
     b.click("#editor-save").await;
     b.wait_text("#editor-error", WAIT, |t| t.contains("max_attempts")).await;
     b.click("#editor-cancel").await;
@@ -468,12 +460,7 @@ async fn the_console_shows_live_figures_timelines_and_acts_on_tasks_in_a_real_br
 async fn with_tokens_the_console_asks_for_one_and_shows_only_that_users_tasks() {
     let _one = BROWSER.lock().await;
     let nats = NatsServer::start();
-    let mut c = config(&nats);
-    c.auth.tokens.insert("alice-token-123".into(), "alice".into());
-    c.auth.tokens.insert("bob-token-4567".into(), "bob".into());
-    let app = start_app(c).await;
-    let alice = App::at(&app.base).with_token("alice-token-123");
-    let bob = App::at(&app.base).with_token("bob-token-4567");
+    let (app, alice, bob) = start_app_for_alice_and_bob(&nats).await;
     let rx = endpoint().await;
     put_work(&alice, &rx, "work", 1).await;
     let mine = [
@@ -500,7 +487,7 @@ async fn with_tokens_the_console_asks_for_one_and_shows_only_that_users_tasks() 
     b.type_into("#login-token", "wrong-token-000").await;
     b.click("#login-ok").await;
     b.wait_text("#login-error", WAIT, |t| t.contains("not known")).await;
-    b.type_into("#login-token", "alice-token-123").await;
+    b.type_into("#login-token", ALICE_TOKEN).await;
     b.click("#login-ok").await;
     let row = "#overview tr[data-function=work]";
     b.wait_text(&format!("{row} [data-col=succeeded_hour]"), WAIT, |t| t == "1")

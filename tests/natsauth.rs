@@ -426,14 +426,6 @@ fn the_shipped_configs_are_valid_and_need_their_passwords() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `jetask dev` process, stopped with SIGTERM (so that it stops its nats-server) when dropped.
 struct Dev(std::process::Child);
 
@@ -448,7 +440,8 @@ impl Drop for Dev {
 async fn jetask_dev_runs_its_nats_server_with_the_shipped_authorization_and_prints_the_credentials() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    let (nats_port, http_port) = (free_port(), free_port());
+    let ports = support::cluster::free_ports(2);
+    let (nats_port, http_port) = (ports[0], ports[1]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_jetask"))
         .arg("dev")
         .current_dir(dir.path())

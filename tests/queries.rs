@@ -204,17 +204,12 @@ async fn stopping_a_running_task_aborts_its_request() {
 #[tokio::test]
 async fn with_tokens_every_route_but_health_needs_one_and_users_see_only_their_tasks() {
     let nats = NatsServer::start();
-    let mut c = config(&nats);
-    c.auth.tokens.insert("alice-token-123".into(), "alice".into());
-    c.auth.tokens.insert("bob-token-4567".into(), "bob".into());
-    let app = start_app(c).await;
+    let (app, alice, bob) = start_app_for_alice_and_bob(&nats).await;
     assert_eq!(app.get("/healthz").await.status, 200);
     assert_eq!(app.get("/v1/tasks").await.status, 401);
     assert_eq!(app.get("/v1/functions").await.status, 401);
-    let stranger = start_app_view(&app, "not-a-token-at-all");
+    let stranger = App::at(&app.base).with_token("not-a-token-at-all");
     assert_eq!(stranger.get("/v1/tasks").await.status, 403);
-    let alice = start_app_view(&app, "alice-token-123");
-    let bob = start_app_view(&app, "bob-token-4567");
     let rx = Receiver::start(|_, _| Reply::Hang).await;
     alice.put_fn("f", json!({"endpoint": rx.url()})).await;
     let id = alice
@@ -240,9 +235,4 @@ async fn with_tokens_every_route_but_health_needs_one_and_users_see_only_their_t
     );
     alice.wait_listed_first("/v1/tasks", "alices").await;
     assert_eq!(alice.post(&format!("/v1/tasks/{id}/stop"), "", &[]).await.status, 200);
-}
-
-/// Another client of the same instance, with its own token.
-fn start_app_view(app: &App, token: &str) -> App {
-    App::at(&app.base).with_token(token)
 }

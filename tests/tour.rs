@@ -16,6 +16,8 @@
 //! The README's addresses are checked to be the defaults of `jetask dev` and the configuration.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead as _, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -134,14 +136,6 @@ fn variables(pattern: &str) -> Vec<String> {
         }
     }
     names
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Lines of a child's output, read on a thread (the pipe blocks).
@@ -370,7 +364,8 @@ fn the_readme_tour_works_as_written() {
     assert_eq!(defaults.nats.url, "nats://127.0.0.1:4222");
     assert_eq!(jetask::cli::dev::DEMO_LISTEN, "127.0.0.1:9100");
     assert_eq!(jetask::cli::dev::RECEIVER_LISTEN, "127.0.0.1:9190");
-    let (http, nats, demo, receiver) = (free_port(), free_port(), free_port(), free_port());
+    let ports = support::cluster::free_ports(4);
+    let (http, nats, demo, receiver) = (ports[0], ports[1], ports[2], ports[3]);
     let moves = [
         ("127.0.0.1:8080", format!("127.0.0.1:{http}")),
         ("localhost:8080", format!("127.0.0.1:{http}")),

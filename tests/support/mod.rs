@@ -400,6 +400,64 @@ impl App {
     }
 }
 
+/// The `jetask` binary run as a client of `app`: a working directory whose `jetask.toml` names
+/// the app's HTTP address.
+pub struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    pub fn new(app: &App) -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = app.base.trim_start_matches("http://");
+        std::fs::write(
+            dir.path().join("jetask.toml"),
+            format!("[http]\nlisten = \"{listen}\"\n"),
+        )
+        .unwrap();
+        Cli { dir }
+    }
+
+    /// Runs a command to its end.
+    pub async fn run(&self, args: &[&str]) -> std::process::Output {
+        run_jetask(self.dir.path(), args).await
+    }
+
+    /// Runs a command to its end with one more environment variable.
+    pub async fn run_with(&self, args: &[&str], (name, value): (&str, &str)) -> std::process::Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"));
+        cmd.args(args).current_dir(self.dir.path()).env(name, value);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs the binary in `dir` to its end.
+pub async fn run_jetask(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jetask"));
+    cmd.args(args).current_dir(dir);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The tokens of the two users of the tests with auth on.
+pub const ALICE_TOKEN: &str = "alice-token-123";
+pub const BOB_TOKEN: &str = "bob-token-4567";
+
+/// A service with tokens on for the users alice and bob: the service (no token) and a client
+/// with each user's token.
+pub async fn start_app_for_alice_and_bob(nats: &NatsServer) -> (App, App, App) {
+    let mut c = config(nats);
+    c.auth.tokens.insert(ALICE_TOKEN.into(), "alice".into());
+    c.auth.tokens.insert(BOB_TOKEN.into(), "bob".into());
+    let app = start_app(c).await;
+    let alice = App::at(&app.base).with_token(ALICE_TOKEN);
+    let bob = App::at(&app.base).with_token(BOB_TOKEN);
+    (app, alice, bob)
+}
+
 /// Polls `cond` until it holds, failing the test after `within`.
 pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut cond: F)
 where
