@@ -201,10 +201,23 @@ async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up()
     for round in 0..3 {
         let cluster = Cluster::start_forming();
         let env = [("JETASK_NATS_REPLICAS", "3")];
-        let mut a = support::spawn_serve(&cluster.urls(), "", &env, Stdio::null());
-        let mut b = support::spawn_serve(&cluster.urls(), "", &env, Stdio::null());
-        for p in [&a, &b] {
-            p.app.wait_ready(Duration::from_secs(60)).await;
+        let logs = tempfile::tempdir().unwrap();
+        let log = |name: &str| {
+            let path = logs.path().join(name);
+            (Stdio::from(std::fs::File::create(&path).unwrap()), path)
+        };
+        let ((a_err, a_log), (b_err, b_log)) = (log("a.log"), log("b.log"));
+        let env = [env[0], ("RUST_LOG", "info")];
+        let mut a = support::spawn_serve(&cluster.urls(), "", &env, a_err);
+        let mut b = support::spawn_serve(&cluster.urls(), "", &env, b_err);
+        for (p, path) in [(&a, &a_log), (&b, &b_log)] {
+            if !p.app.ready_within(Duration::from_secs(60)).await {
+                let said = std::fs::read_to_string(path).unwrap_or_default();
+                panic!(
+                    "round {round}: {} not ready after 60 s; it logged:\n{said}",
+                    path.display()
+                );
+            }
         }
         assert!(a.child.try_wait().unwrap().is_none(), "round {round}: replica a exited");
         assert!(b.child.try_wait().unwrap().is_none(), "round {round}: replica b exited");

@@ -4,6 +4,7 @@
 use crate::core::config::Config;
 use crate::core::subjects;
 use async_nats::jetstream::{self, consumer, kv, stream};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -180,9 +181,15 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
     let client = connect_patiently(config).await?;
     let limits = limits_in_force(&config.limits, client.server_info().max_payload)?;
     let js = Handles::new(&client);
-    let submit = ensure_submissions(progress, &js, config, &limits).await?;
-    let buckets = ensure_buckets(progress, &js, config).await?;
-    let callbacks = ensure_deliveries(progress, &js, config).await?;
+    // The streams and buckets do not depend on one another, so they are created at once: on a
+    // forming cluster, or when replicas start together and their creates of one stream collide
+    // (each left unanswered until it times out, see `converge`), the waits overlap instead of
+    // adding up, one per stream and bucket.
+    let (submit, buckets, callbacks) = futures::try_join!(
+        ensure_submissions(progress, &js, config, &limits),
+        ensure_buckets(progress, &js, config),
+        ensure_deliveries(progress, &js, config),
+    )?;
     Ok(Nats {
         client,
         js: js.js,
@@ -284,24 +291,24 @@ async fn ensure_buckets(progress: &Progress, js: &Handles, config: &Config) -> R
         ensure_bucket(progress, js, bucket)
     };
     let forever = Duration::ZERO;
-    let tasks = ensure(subjects::TASKS_BUCKET, "jetask task records", 1, config.retention()).await?;
-    let functions = ensure(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever).await?;
-    let schedules = ensure(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever).await?;
-    let fires = ensure(
-        subjects::FIRES_BUCKET,
-        "jetask schedules: last handled firing",
-        1,
-        forever,
-    )
-    .await?;
-    // Presence only: a minute of history is plenty (replicas rewrite their key twice a second).
-    let presence = ensure(
-        subjects::REPLICAS_BUCKET,
-        "jetask replicas alive and their concurrency holdings",
-        1,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (tasks, functions, schedules, fires, presence) = futures::try_join!(
+        ensure(subjects::TASKS_BUCKET, "jetask task records", 1, config.retention()),
+        ensure(subjects::FUNCTIONS_BUCKET, "jetask functions", 5, forever),
+        ensure(subjects::SCHEDULES_BUCKET, "jetask recurring schedules", 1, forever),
+        ensure(
+            subjects::FIRES_BUCKET,
+            "jetask schedules: last handled firing",
+            1,
+            forever
+        ),
+        // Presence only: a minute of history is plenty (replicas rewrite their key twice a second).
+        ensure(
+            subjects::REPLICAS_BUCKET,
+            "jetask replicas alive and their concurrency holdings",
+            1,
+            Duration::from_secs(60),
+        ),
+    )?;
     Ok(Buckets {
         tasks,
         functions,
@@ -347,17 +354,37 @@ async fn ensure_deliveries(progress: &Progress, js: &Handles, config: &Config) -
     Ok(callbacks)
 }
 
-/// What start-up is waiting for, for `/readyz` to show while JetStream is not ready.
+/// What start-up is waiting for, for `/readyz` to show while JetStream is not ready: the stage,
+/// and each set-up step still waiting (several run at once) with its last error.
 #[derive(Debug, Default)]
-pub struct Progress(Mutex<String>);
+pub struct Progress(Mutex<(String, BTreeMap<String, String>)>);
 
 impl Progress {
+    /// Sets the stage start-up is at.
     pub fn set(&self, what: impl Into<String>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = what.into();
+        self.lock().0 = what.into();
+    }
+
+    /// Notes that the step `what` is waiting, and on what.
+    fn waiting(&self, what: &str, on: String) {
+        self.lock().1.insert(what.to_string(), on);
+    }
+
+    /// Notes that the step `what` is done.
+    fn done(&self, what: &str) {
+        self.lock().1.remove(what);
     }
 
     pub fn get(&self) -> String {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let state = self.lock();
+        if state.1.is_empty() {
+            return state.0.clone();
+        }
+        state.1.values().cloned().collect::<Vec<_>>().join("; ")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (String, BTreeMap<String, String>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -404,22 +431,25 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    progress.set(what);
+    progress.waiting(what, what.to_string());
     let began = Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {
         match tokio::time::timeout(Duration::from_secs(15), step()).await {
-            Ok(Ok(t)) => return Ok(t),
+            Ok(Ok(t)) => {
+                progress.done(what);
+                return Ok(t);
+            }
             Ok(Err(reason)) if !is_transient(&reason) && began.elapsed() > OTHER_PATIENCE => {
                 return Err(js_err(what)(reason));
             }
             Ok(Err(reason)) => {
                 tracing::warn!(waiting_for = what, error = %reason, retry_in_ms = pause.as_millis() as u64, "JetStream not ready; retrying");
-                progress.set(format!("{what}: {reason}"));
+                progress.waiting(what, format!("{what}: {reason}"));
             }
             Err(_) => {
                 tracing::warn!(waiting_for = what, "JetStream request unanswered; retrying");
-                progress.set(format!("{what}: unanswered"));
+                progress.waiting(what, format!("{what}: unanswered"));
             }
         }
         tokio::time::sleep(pause).await;

@@ -256,8 +256,8 @@ pub fn spawn_serve(url: &str, extra: &str, env: &[(&str, &str)], stderr: Stdio) 
     let child = Command::new(env!("CARGO_BIN_EXE_jetask"))
         .args(["serve", "--config"])
         .arg(&conf)
-        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -299,6 +299,26 @@ impl App {
                 .is_ok_and(|r| r.status() == 200)
         })
         .await;
+    }
+
+    /// Whether `/readyz` answers 200 within `within`.
+    pub async fn ready_within(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self
+                .http
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn with_token(mut self, token: &str) -> App {
