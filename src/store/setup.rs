@@ -185,10 +185,11 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
     // forming cluster, or when replicas start together and their creates of one stream collide
     // (each left unanswered until it times out, see `converge`), the waits overlap instead of
     // adding up, one per stream and bucket.
+    // (Boxed: joined, the steps' states would add up on the caller's stack.)
     let (submit, buckets, callbacks) = futures::try_join!(
-        ensure_submissions(progress, &js, config, &limits),
-        ensure_buckets(progress, &js, config),
-        ensure_deliveries(progress, &js, config),
+        Box::pin(ensure_submissions(progress, &js, config, &limits)),
+        Box::pin(ensure_buckets(progress, &js, config)),
+        Box::pin(ensure_deliveries(progress, &js, config)),
     )?;
     Ok(Nats {
         client,
@@ -288,7 +289,7 @@ async fn ensure_buckets(progress: &Progress, js: &Handles, config: &Config) -> R
             num_replicas: config.nats.replicas,
             ..Default::default()
         };
-        ensure_bucket(progress, js, bucket)
+        Box::pin(ensure_bucket(progress, js, bucket))
     };
     let forever = Duration::ZERO;
     let (tasks, functions, schedules, fires, presence) = futures::try_join!(
