@@ -24,7 +24,6 @@
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
-use jetask::core::subjects::headers;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -294,10 +293,11 @@ async fn write(
     if let Some(seq) = expect {
         h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
     }
-    h.insert(headers::INDEX_FUNCTION, "floor");
-    h.insert(headers::INDEX_STATUS, status);
-    h.insert(headers::INDEX_USER, "default");
-    h.insert(headers::INDEX_CREATED, "1764374400000");
+    // What jetask's writes carry for the list index: one header (see `store::index::header`).
+    h.insert(
+        jetask::store::index::header::NAME,
+        format!("{status};1764374400000;;;floor;default").as_str(),
+    );
     js.publish_with_headers(format!("$KV.{kv}.{id}"), h, value)
         .await?
         .await?;

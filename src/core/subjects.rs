@@ -107,14 +107,6 @@ pub mod headers {
     pub const REPLAY_OF: &str = "Jetask-Replay-Of";
     /// Set on the submission made by a `function:` destination: the task that triggered it.
     pub const TRIGGERED_BY: &str = "Jetask-Triggered-By";
-    /// Set on record writes so that the list index can follow records from headers alone.
-    pub const INDEX_FUNCTION: &str = "Jetask-Idx-Function";
-    pub const INDEX_STATUS: &str = "Jetask-Idx-Status";
-    pub const INDEX_USER: &str = "Jetask-Idx-User";
-    pub const INDEX_CREATED: &str = "Jetask-Idx-Created";
-    pub const INDEX_DUE: &str = "Jetask-Idx-Due";
-    /// First start, finish, queue and run time, throttling: for the overview's figures.
-    pub const INDEX_TIMES: &str = "Jetask-Idx-Times";
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! applies only from the state it was decided from.
 
 use crate::core::function::Function;
-use crate::core::subjects::{self, headers as h};
+use crate::core::subjects;
 use crate::core::task::TaskRecord;
+use crate::store::index;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream::LastRawMessageErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -100,17 +101,8 @@ impl TaskStore {
         let body = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
-        // The list index follows records from these headers alone (a headers-only consumer).
-        headers.insert(h::INDEX_FUNCTION, record.function.as_str());
-        headers.insert(h::INDEX_STATUS, record.status.as_str());
-        headers.insert(h::INDEX_USER, record.user.as_str());
-        headers.insert(h::INDEX_CREATED, record.created_at.millis().to_string().as_str());
-        if let Some(due) = record.waiting_until() {
-            headers.insert(h::INDEX_DUE, due.millis().to_string().as_str());
-        }
-        if let Some(times) = crate::store::index::timing_header(record) {
-            headers.insert(h::INDEX_TIMES, times.as_str());
-        }
+        // The list index follows records from this header alone (a headers-only consumer).
+        headers.insert(index::header::NAME, index::header::encode(record).as_str());
         let ack = self
             .js
             .publish_with_headers(subjects::task_key_subject(&record.id), headers, Bytes::from(body))

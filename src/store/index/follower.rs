@@ -1,9 +1,8 @@
 //! Feeds the index from the `JETASK_TASKS` bucket: an ordered, headers-only consumer from the
 //! last write of each key, resubscribed after errors, its writes gathered into transactions.
 
-use super::{Change, Index, IndexError, Timing};
-use crate::core::subjects::{self, headers as h};
-use crate::core::task::{ErrorType, Status, TaskRecord};
+use super::{header, Change, Index, IndexError};
+use crate::core::subjects;
 use crate::core::time::Timestamp;
 use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
@@ -168,136 +167,22 @@ fn change_of(msg: &jetstream::Message, prefix: &str) -> Option<Change> {
     if matches!(get("KV-Operation"), Some("DEL") | Some("PURGE")) {
         return Some(Change::Remove { id });
     }
-    let status = Status::parse(get(h::INDEX_STATUS)?)?;
-    let created = get(h::INDEX_CREATED)?.parse::<i64>().ok()?;
+    let entry = match get(header::NAME) {
+        Some(v) => header::decode(v)?,
+        None => header::legacy(get)?,
+    };
     let updated = msg
         .info()
         .map(|i| i.published.timestamp_millis())
         .unwrap_or_else(|_| Timestamp::now().millis());
     Some(Change::Upsert {
         id,
-        function: get(h::INDEX_FUNCTION)?.to_string(),
-        user: get(h::INDEX_USER)?.to_string(),
-        status,
-        created,
+        function: entry.function,
+        user: entry.user,
+        status: entry.status,
+        created: entry.created,
         updated,
-        due: get(h::INDEX_DUE).and_then(|d| d.parse().ok()).unwrap_or(0),
-        timing: get(h::INDEX_TIMES).map(parse_timing).unwrap_or_default(),
+        due: entry.due,
+        timing: entry.timing,
     })
-}
-
-/// The `Jetask-Idx-Times` value of a record write: `s=<first start ms>;f=<finish ms>;q=<queue
-/// ms>;r=<run ms>;t=1` (throttled), each part only when known; `None` when none is.
-pub fn timing_header(record: &TaskRecord) -> Option<String> {
-    let mut parts = Vec::with_capacity(5);
-    if let Some(s) = record.started_at {
-        parts.push(format!("s={}", s.millis()));
-    }
-    if let Some(f) = record.finished_at {
-        parts.push(format!("f={}", f.millis()));
-        if let Some(r) = record.duration_ms {
-            parts.push(format!("r={r}"));
-        }
-    }
-    if let Some(q) = record.queue_ms {
-        parts.push(format!("q={q}"));
-    }
-    if throttled(record) {
-        parts.push("t=1".into());
-    }
-    (!parts.is_empty()).then(|| parts.join(";"))
-}
-
-/// Whether a waiting task waits because of a throttle: its last call was answered 429/503
-/// (`Retrying` with a `Throttled` error), or a rate limit holds it (a "waiting for …" note).
-fn throttled(r: &TaskRecord) -> bool {
-    let noted = r
-        .last_event()
-        .and_then(|e| e.detail.as_deref())
-        .is_some_and(|d| d.starts_with("waiting for "));
-    match r.status {
-        Status::Retrying => noted || r.error.as_ref().is_some_and(|e| e.kind == ErrorType::Throttled),
-        Status::Enqueued | Status::Dequeued => noted,
-        _ => false,
-    }
-}
-
-/// Reads [`timing_header`]'s format; unknown or unreadable parts are ignored.
-fn parse_timing(v: &str) -> Timing {
-    let mut t = Timing::default();
-    for part in v.split(';') {
-        let Some((k, n)) = part.split_once('=') else { continue };
-        let Ok(n) = n.trim().parse::<i64>() else { continue };
-        match k.trim() {
-            "s" => t.started = Some(n),
-            "f" => t.finished = Some(n),
-            "q" => t.queue_ms = u64::try_from(n).ok(),
-            "r" => t.run_ms = u64::try_from(n).ok(),
-            "t" => t.throttled = n != 0,
-            _ => {}
-        }
-    }
-    t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::machine::{apply, create, Event, NewTask};
-    use crate::core::task::TaskError;
-
-    #[test]
-    fn timing_round_trips_through_its_header() {
-        let t0 = Timestamp(1_000);
-        let mut r = create(NewTask::new("t", "f", "u", 1, vec![]), None, t0).record;
-        assert_eq!(timing_header(&r), None);
-        r = apply(&r, Event::Dequeue, Timestamp(1_500)).unwrap().record;
-        r = apply(&r, Event::Start { attempt: 1 }, Timestamp(2_000)).unwrap().record;
-        let throttle = Event::Throttle {
-            retry_at: Timestamp(9_000),
-            detail: "429".into(),
-        };
-        r = apply(&r, throttle, Timestamp(2_300)).unwrap().record;
-        let h = timing_header(&r).unwrap();
-        assert_eq!(
-            parse_timing(&h),
-            Timing {
-                started: Some(2_000),
-                queue_ms: Some(1_000),
-                throttled: true,
-                ..Default::default()
-            }
-        );
-        r = apply(&r, Event::Dequeue, Timestamp(9_000)).unwrap().record;
-        r = apply(&r, Event::Start { attempt: 1 }, Timestamp(9_100)).unwrap().record;
-        let fail = Event::Fail {
-            error: TaskError::new(ErrorType::FunctionError, "HTTP 500"),
-            retry_at: None,
-            detail: "500".into(),
-        };
-        r = apply(&r, fail, Timestamp(9_350)).unwrap().record;
-        assert_eq!(
-            parse_timing(&timing_header(&r).unwrap()),
-            Timing {
-                started: Some(2_000),
-                finished: Some(9_350),
-                queue_ms: Some(1_000),
-                run_ms: Some(250),
-                throttled: false,
-            }
-        );
-    }
-
-    #[test]
-    fn unreadable_timing_parts_are_ignored() {
-        let t = parse_timing("s=12;f=x;;q=-5;zz=1;t=1;r");
-        assert_eq!(
-            t,
-            Timing {
-                started: Some(12),
-                throttled: true,
-                ..Default::default()
-            }
-        );
-    }
 }

@@ -7,10 +7,10 @@
 //! [`table`] is the SQLite side (schema, changes, queries); [`follower`] feeds it from the bucket.
 
 mod follower;
+pub mod header;
 mod stats;
 mod table;
 
-pub use follower::timing_header;
 pub use stats::{FunctionStats, Outcomes, Percentiles, SERIES_MINUTES};
 pub use table::Index;
 
