@@ -368,7 +368,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    println!("stopping…");
+    say!("stopping…");
     svc.stop().await;
     drop(child);
     Ok(())
@@ -386,7 +386,7 @@ async fn own_nats(config: &mut Config) -> anyhow::Result<(Option<NatsChild>, Opt
     let mut child = None;
     // A dev server of an earlier run may still be up (another `jetask dev`): join it.
     if !reachable(config).await {
-        println!(
+        say!(
             "no NATS server at {}: starting nats-server on 127.0.0.1:{port} (data in {})",
             config.nats.url,
             dir.display()
@@ -423,35 +423,35 @@ fn start_demo(d: Demo, config: &mut Config) -> anyhow::Result<Running> {
 
 /// Every address of the run, and what to try first.
 fn print_running(api: &str, nats: &str, credentials: Option<&Path>, demo: Option<&Running>) {
-    println!("jetask is running (Ctrl-C stops everything):");
-    println!("  API               {api}   (Prometheus metrics at /metrics, OpenAPI at /openapi.json)");
-    println!("  web console       {api}/");
+    say!("jetask is running (Ctrl-C stops everything):");
+    say!("  API               {api}   (Prometheus metrics at /metrics, OpenAPI at /openapi.json)");
+    say!("  web console       {api}/");
     let creds = credentials
         .map(|p| format!("; credentials in {}", p.display()))
         .unwrap_or_default();
-    println!("  NATS              {nats}   (micro service jetask.api.*{creds})");
+    say!("  NATS              {nats}   (micro service jetask.api.*{creds})");
     match demo {
         Some(d) => {
-            println!(
+            say!(
                 "  demo functions    http://{}   (jetask dev --demo-listen ADDR)",
                 d.server
             );
             for (name, path, _, what) in DEMO_FUNCTIONS {
-                println!("    {name:<7} {:<34} {what}", format!("http://{}{path}", d.server));
+                say!("    {name:<7} {:<34} {what}", format!("http://{}{path}", d.server));
             }
-            println!(
+            say!(
                 "  webhook receiver  {}   (jetask dev --receiver-listen ADDR): checks each delivery's \
                  signature with its function's secret and prints it here",
                 d.hook()
             );
-            println!("try:  jetask submit demo 'hello' --wait");
+            say!("try:  jetask submit demo 'hello' --wait");
         }
-        None => println!("  no demo functions (--no-demo); register yours with: jetask fn put NAME --endpoint URL"),
+        None => say!("  no demo functions (--no-demo); register yours with: jetask fn put NAME --endpoint URL"),
     }
 }
 
 fn print_credentials(creds: &DevCredentials, port: u16, dir: &Path) {
-    println!(
+    say!(
         "NATS on 127.0.0.1:{port} refuses connections without credentials (nats-config/auth.conf); \
          these are in {}:",
         dir.join("nats.env").display()
@@ -462,9 +462,9 @@ fn print_credentials(creds: &DevCredentials, port: u16, dir: &Path) {
         } else {
             format!("tenant account {user} (jetask user {user})")
         };
-        println!("  user {user:<7} password {password}   {role}");
+        say!("  user {user:<7} password {password}   {role}");
     }
     if let Some(p) = creds.password("alice") {
-        println!("  e.g.  nats -s nats://alice:{p}@127.0.0.1:{port} req jetask.submit.demo hello");
+        say!("  e.g.  nats -s nats://alice:{p}@127.0.0.1:{port} req jetask.submit.demo hello");
     }
 }

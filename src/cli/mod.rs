@@ -5,6 +5,16 @@
 //!
 //! The top layer: may import anything, `service` included.
 
+/// `println!` for what long-running commands (`dev`, the webhook receiver) print: a closed
+/// stdout (`jetask dev | head -3`) is ignored instead of panicking, so that the command carries
+/// on and, when stopped, still stops what it started.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod args;
 pub mod bench;
 mod client;

@@ -32,7 +32,7 @@ pub fn serve_on(
         let (service, seen) = (service.clone(), seen.clone());
         async move {
             let (line, code) = receive(service.get(), &seen, &uri, &headers, &body).await;
-            println!("{line}");
+            say!("{line}");
             code
         }
     });
