@@ -26,9 +26,9 @@ pub(super) async fn run(c: &Client, cmd: FnCommand, json: bool) -> anyhow::Resul
         FnCommand::Delete { name } => {
             c.send(c.http.delete(format!("{}/v1/functions/{name}", c.base))).await?;
             if json {
-                println!("{}", serde_json::json!({"deleted": name}));
+                super::render::line(&serde_json::json!({"deleted": name}).to_string());
             } else {
-                println!("function {name} deleted");
+                super::render::line(&format!("function {name} deleted"));
             }
         }
     }

@@ -5,9 +5,10 @@
 //!
 //! The top layer: may import anything, `service` included.
 
-/// `println!` for what long-running commands (`dev`, the webhook receiver) print: a closed
-/// stdout (`jetask dev | head -3`) is ignored instead of panicking, so that the command carries
-/// on and, when stopped, still stops what it started.
+/// `println!` for commands that run servers or children (`dev`, its webhook receiver, `bench`):
+/// a closed stdout (`jetask dev | head -3`) is ignored instead of panicking, so that the command
+/// carries on and, when it ends, still stops what it started. One-shot commands print through
+/// `render::line`, which ends the command quietly instead.
 macro_rules! say {
     ($($t:tt)*) => {{
         use std::io::Write as _;

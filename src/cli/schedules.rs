@@ -46,9 +46,9 @@ pub(super) async fn run(c: &Client, cmd: ScheduleCommand, json: bool) -> anyhow:
         ScheduleCommand::Delete { name } => {
             c.send(c.http.delete(format!("{}/v1/schedules/{name}", c.base))).await?;
             if json {
-                println!("{}", serde_json::json!({"deleted": name}));
+                super::render::line(&serde_json::json!({"deleted": name}).to_string());
             } else {
-                println!("schedule {name} deleted");
+                super::render::line(&format!("schedule {name} deleted"));
             }
         }
     }

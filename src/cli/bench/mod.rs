@@ -157,7 +157,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let report = report(&args, measured, raw.as_ref(), http_submit_per_s);
     if args.json {
-        println!("{report}");
+        say!("{report}");
     } else {
         print_table(&report);
     }

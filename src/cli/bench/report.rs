@@ -47,7 +47,7 @@ pub(super) fn bar(total: usize, what: &str, hidden: bool) -> ProgressBar {
 
 pub(super) fn print_table(r: &serde_json::Value) {
     let n = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.0}"));
-    println!(
+    say!(
         "tasks                {} ({} finished), {} B payload, task mode on{}",
         r["tasks"],
         r["finished"],
@@ -57,23 +57,23 @@ pub(super) fn print_table(r: &serde_json::Value) {
             .map(|x| format!(", paced at {x}/s"))
             .unwrap_or_default()
     );
-    println!("submissions/s NATS   {}", n(&r["submit_per_s"]));
-    println!("submissions/s HTTP   {}", n(&r["http_submit_per_s"]));
-    println!("end-to-end tasks/s   {}", n(&r["e2e_per_s"]));
-    println!(
+    say!("submissions/s NATS   {}", n(&r["submit_per_s"]));
+    say!("submissions/s HTTP   {}", n(&r["http_submit_per_s"]));
+    say!("end-to-end tasks/s   {}", n(&r["e2e_per_s"]));
+    say!(
         "raw JetStream/s      {}  (publish {}, consume {})",
         n(&r["raw_per_s"]),
         n(&r["raw_publish_per_s"]),
         n(&r["raw_consume_per_s"])
     );
-    println!(
+    say!(
         "ratio to raw         {}",
         r["ratio"].as_f64().map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
     );
-    println!("latency ms           p50        p99        max");
+    say!("latency ms           p50        p99        max");
     for k in ["queue", "run", "e2e"] {
         let l = &r["latency_ms"][k];
-        println!(
+        say!(
             "  {k:<18} {:<10} {:<10} {}",
             l["p50"].as_f64().unwrap_or(0.0),
             l["p99"].as_f64().unwrap_or(0.0),
@@ -81,7 +81,7 @@ pub(super) fn print_table(r: &serde_json::Value) {
         );
     }
     let in_process = r["in_process"].as_bool().unwrap_or(false);
-    println!(
+    say!(
         "peak RSS MB          {}  (the bench process: {}client and no-op endpoint)",
         n(&r["rss_mb"]),
         if in_process { "jetask, " } else { "" }
@@ -89,7 +89,7 @@ pub(super) fn print_table(r: &serde_json::Value) {
     let cpu = &r["cpu_us_per_task"];
     let us = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
     let msgs = &r["nats_msgs_per_task"];
-    println!(
+    say!(
         "NATS msgs per task   {}",
         if msgs.is_null() {
             "-".to_string()
@@ -97,9 +97,9 @@ pub(super) fn print_table(r: &serde_json::Value) {
             format!("{} in, {} out (nats-server /varz)", msgs["in"], msgs["out"])
         }
     );
-    println!("CPU µs per task");
-    println!("  nats-server        {}", us(&cpu["nats_server"]));
-    println!(
+    say!("CPU µs per task");
+    say!("  nats-server        {}", us(&cpu["nats_server"]));
+    say!(
         "  jetask             {}",
         if in_process {
             "- (in the bench process)".to_string()
@@ -107,7 +107,7 @@ pub(super) fn print_table(r: &serde_json::Value) {
             us(&cpu["jetask"])
         }
     );
-    println!(
+    say!(
         "  client             {}  (the bench process: {}publisher and no-op endpoint)",
         us(&cpu["client"]),
         if in_process { "jetask, " } else { "" }
