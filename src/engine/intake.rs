@@ -143,7 +143,7 @@ pub(crate) fn read(
     submission::from_message_on(
         msg.subject.as_str(),
         function,
-        |k| msg.headers.as_ref().and_then(|hm| hm.get(k)).map(|v| v.as_str()),
+        |k| msg.headers.as_ref().and_then(|hm| hm.get_str(k)).map(|v| v.as_str()),
         &msg.payload,
         seq,
         accepted_at,

@@ -60,7 +60,9 @@ pub fn report(ctx: &Ctx, kind: Kind, seq: u64, task_id: &str, why: &str) {
 
 /// The fault async-nats found in a delivered message's header block, if it found one.
 pub fn flagged(headers: Option<&HeaderMap>) -> Option<String> {
-    headers?.get(NATS_UNREADABLE_HEADERS).map(|v| v.as_str().to_string())
+    headers?
+        .get_str(NATS_UNREADABLE_HEADERS)
+        .map(|v| v.as_str().to_string())
 }
 
 /// The header block of the submission stored at `seq`, as its publisher sent it (`None` when
@@ -172,6 +174,25 @@ pub fn from_block(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn get_str_finds_what_get_finds() {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", "id-1");
+        h.insert("Jetask-User", "alice");
+        h.append("Jetask-User", "bob");
+        h.insert(NATS_UNREADABLE_HEADERS, "line 2: no colon");
+        for name in ["Nats-Msg-Id", "Jetask-User", NATS_UNREADABLE_HEADERS, "jetask-user", "Absent"] {
+            assert_eq!(
+                h.get_str(name).map(|v| v.as_str()),
+                h.get(name).map(|v| v.as_str()),
+                "{name}"
+            );
+        }
+        assert_eq!(h.get_str("Jetask-User").map(|v| v.as_str()), Some("alice"));
+        assert_eq!(flagged(Some(&h)).as_deref(), Some("line 2: no colon"));
+        assert_eq!(h.get_str("not a: name"), None);
+    }
 
     fn parse(raw: &[u8]) -> submission::Parsed {
         let block = header_block::read(raw);

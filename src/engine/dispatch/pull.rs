@@ -103,7 +103,7 @@ impl UserRates {
 /// The task ID and user a submission names in its headers, as its record has them.
 fn id_and_user(msg: &jetstream::Message) -> (String, String) {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let header = |k: &str| msg.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str());
+    let header = |k: &str| msg.headers.as_ref().and_then(|h| h.get_str(k)).map(|v| v.as_str());
     let (id, user, _) = submission::id_and_user_on(msg.subject.as_str(), header, seq);
     (id, user)
 }
@@ -417,9 +417,11 @@ fn not_yet_due(ctx: &Ctx, msg: &jetstream::Message) -> Option<Duration> {
     if crate::engine::poison::flagged(Some(headers)).is_some() {
         return None;
     }
-    let delay = headers.get(crate::core::subjects::headers::DELAY).map(|v| v.as_str());
+    let delay = headers
+        .get_str(crate::core::subjects::headers::DELAY)
+        .map(|v| v.as_str());
     let at = headers
-        .get(crate::core::subjects::headers::NOT_BEFORE)
+        .get_str(crate::core::subjects::headers::NOT_BEFORE)
         .map(|v| v.as_str());
     if delay.is_none() && at.is_none() {
         return None;

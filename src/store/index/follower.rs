@@ -157,7 +157,7 @@ fn read_batch(batch: Vec<Delivery>, prefix: &str) -> BatchRead {
 /// The value of header `name` of a record write: the one place that reads the index's headers
 /// (so that their layout can change here alone).
 fn header<'a>(msg: &'a jetstream::Message, name: &str) -> Option<&'a str> {
-    msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
+    msg.headers.as_ref().and_then(|h| h.get_str(name)).map(|v| v.as_str())
 }
 
 /// The change a record write (headers only) means for the index.

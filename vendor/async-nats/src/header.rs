@@ -225,6 +225,27 @@ impl HeaderMap {
             .and_then(|x| x.first())
     }
 
+    /// Gets the first value for the header named `key`, as [`get`](Self::get) does, without
+    /// building a [`HeaderName`] (which copies a non-standard name into a new allocation on
+    /// every lookup). A name that is not a valid header name is simply not found.
+    ///
+    /// (jetask: reading a submission looks up a dozen headers, on every delivery.)
+    pub fn get_str(&self, key: &str) -> Option<&HeaderValue> {
+        if let Some(standard) = StandardHeader::from_bytes(key.as_bytes()) {
+            let name = HeaderName {
+                inner: HeaderRepr::Standard(standard),
+            };
+            return self.inner.get(&name).and_then(|x| x.first());
+        }
+        self.inner
+            .iter()
+            .find(|(name, _)| match &name.inner {
+                HeaderRepr::Custom(custom) => custom.bytes.as_ref() == key.as_bytes(),
+                HeaderRepr::Standard(_) => false,
+            })
+            .and_then(|(_, values)| values.first())
+    }
+
     /// Gets a last value for a given key. If key is not found, [Option::None] is returned.
     ///
     /// # Examples
