@@ -182,7 +182,13 @@ mod tests {
         h.insert("Jetask-User", "alice");
         h.append("Jetask-User", "bob");
         h.insert(NATS_UNREADABLE_HEADERS, "line 2: no colon");
-        for name in ["Nats-Msg-Id", "Jetask-User", NATS_UNREADABLE_HEADERS, "jetask-user", "Absent"] {
+        for name in [
+            "Nats-Msg-Id",
+            "Jetask-User",
+            NATS_UNREADABLE_HEADERS,
+            "jetask-user",
+            "Absent",
+        ] {
             assert_eq!(
                 h.get_str(name).map(|v| v.as_str()),
                 h.get(name).map(|v| v.as_str()),

@@ -5,8 +5,8 @@
 //!
 //! - `<due ms>` is empty when the task is not waiting; `<times>` is `s=<first start>,f=<finish>,
 //!   q=<queue ms>,r=<run ms>,t=1` (throttled), each part only when known.
-//! - `<function>` and `<user>` have `%` and `;` percent-encoded: the record of a submission to a
-//!   malformed subject names what it was sent to, whatever that holds.
+//! - `<function>` and `<user>` have `%`, `;` and line breaks percent-encoded: the record of a
+//!   submission to a malformed subject names what it was sent to, whatever that holds.
 //!
 //! Records written before this header (one header per field, `Jetask-Idx-Status` and so on)
 //! stay in the bucket for the retention and are read by [`legacy`].
@@ -139,11 +139,17 @@ fn parse_times(v: &str, sep: char) -> Timing {
     t
 }
 
+/// `%`, `;` and line breaks (which no header value may hold) percent-encoded.
 fn escape(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', ';']) {
+    if !s.contains(['%', ';', '\r', '\n']) {
         return Cow::Borrowed(s);
     }
-    Cow::Owned(s.replace('%', "%25").replace(';', "%3B"))
+    Cow::Owned(
+        s.replace('%', "%25")
+            .replace(';', "%3B")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A"),
+    )
 }
 
 fn unescape(s: &str) -> Option<String> {
@@ -158,6 +164,8 @@ fn unescape(s: &str) -> Option<String> {
         out.push(match code {
             "25" => '%',
             "3B" => ';',
+            "0D" => '\r',
+            "0A" => '\n',
             _ => return None,
         });
         rest = &rest[i + 3..];
@@ -227,10 +235,17 @@ mod tests {
 
     #[test]
     fn names_with_separators_and_percent_signs_round_trip() {
-        let mut r = create(NewTask::new("t", "a;b%3B", "x;y=z%", 1, vec![]), None, Timestamp(5)).record;
+        let mut r = create(
+            NewTask::new("t", "a;b%3B", "x;y=z%\r\nX: 1", 1, vec![]),
+            None,
+            Timestamp(5),
+        )
+        .record;
         r.status = Status::Invalid;
-        let e = entry_of(&r);
-        assert_eq!((e.function.as_str(), e.user.as_str()), ("a;b%3B", "x;y=z%"));
+        let value = encode(&r);
+        assert!(!value.contains(['\r', '\n']), "{value:?}");
+        let e = decode(&value).expect("decodes");
+        assert_eq!((e.function.as_str(), e.user.as_str()), ("a;b%3B", "x;y=z%\r\nX: 1"));
     }
 
     #[test]
