@@ -6,7 +6,8 @@
 //! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create (checked to be new),
 //! `Enqueued` event and ack; the dispatcher's delivery, `Running` write with its two events,
 //! final write with its event, and ack; and one headers-only consumer following the bucket (what
-//! every replica's list index follows). Record writes carry the index headers jetask's do. The
+//! every replica's list index follows). Record writes carry the index header jetask's do, and
+//! each event goes out twice, as jetask's do by default (`nats.user_events`). The
 //! flags drop intake's record or the `Running` write, to price those two product decisions.
 //! Record sizes are about those jetask writes for a 256-byte input (985 bytes once finished).
 //!
@@ -159,7 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                             if !stream_index {
                                 let _ = write(&js, &kv, &id, "Enqueued", Some(0), value).await;
                             }
-                            let _ = client.publish("floor.events.Enqueued", event).await;
+                            let _ = emit(&client, "Enqueued", event).await;
                             m.ack().await
                         });
                     }
@@ -198,8 +199,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         work.spawn(async move {
                             if running {
                                 write(&js, &kv, &id, "Running", None, started).await?;
-                                client.publish("floor.events.Dequeued", event.clone()).await?;
-                                client.publish("floor.events.Running", event.clone()).await?;
+                                emit(&client, "Dequeued", event.clone()).await?;
+                                emit(&client, "Running", event.clone()).await?;
                             }
                             if let Some(url) = endpoint {
                                 let body = bytes::Bytes::from(vec![b'x'; 256]);
@@ -208,7 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                                 late.lock().unwrap_or_else(|e| e.into_inner()).push(late_by(due));
                             }
                             write(&js, &kv, &id, "Succeeded", None, finished).await?;
-                            client.publish("floor.events.Succeeded", event).await?;
+                            emit(&client, "Succeeded", event).await?;
                             m.ack().await?;
                             drop(permit);
                             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
@@ -281,6 +282,15 @@ fn id_of(m: &jetstream::Message) -> String {
 
 /// A record write as jetask makes it: to the bucket's subject, with the list index's headers
 /// (and, for a create, the check that the key is new).
+/// An event, published as jetask publishes it by default (`nats.user_events`): on the
+/// all-users subject and again on the user's.
+async fn emit(client: &async_nats::Client, status: &str, event: bytes::Bytes) -> Result<(), async_nats::PublishError> {
+    client.publish(format!("floor.events.{status}"), event.clone()).await?;
+    client
+        .publish(format!("floor.user.default.events.{status}"), event)
+        .await
+}
+
 async fn write(
     js: &jetstream::Context,
     kv: &str,
