@@ -83,20 +83,13 @@ fn run_bounded(mut cmd: Command, within: Duration) -> (std::process::ExitStatus,
         .stderr(file)
         .spawn()
         .expect("start the tool");
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "still running after {within:?}:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exited_within(&mut child, within) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "still running after {within:?}:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     };
     (status, std::fs::read_to_string(&log).unwrap_or_default())
 }

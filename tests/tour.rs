@@ -187,12 +187,8 @@ fn stop(child: &mut Child, grace: Duration) {
         return;
     }
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if support::exited_within(child, grace).is_some() {
+        return;
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -291,34 +291,20 @@ impl App {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
-        wait_for("jetask ready", within, || async {
-            self.http
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        wait_for("jetask ready", within, || self.is_ready()).await;
     }
 
     /// Whether `/readyz` answers 200 within `within`.
     pub async fn ready_within(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            let ok = self
-                .http
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ok {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        holds_within(within, || self.is_ready()).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     }
 
     pub fn with_token(mut self, token: &str) -> App {
@@ -479,18 +465,46 @@ pub async fn start_app_for_alice_and_bob(nats: &NatsServer) -> (App, App, App) {
 }
 
 /// Polls `cond` until it holds, failing the test after `within`.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut cond: F)
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(
+        holds_within(within, cond).await,
+        "timed out after {within:?} waiting for {what}"
+    );
+}
+
+/// Polls `cond` until it holds (`true`) or `within` has passed (`false`).
+pub async fn holds_within<F, Fut>(within: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let deadline = Instant::now() + within;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits up to `within` for `child` to exit: its status, or `None` while it still runs.
+pub fn exited_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().ok().flatten() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
