@@ -200,14 +200,13 @@ async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up()
     let _one = ONE_AT_A_TIME.lock().await;
     for round in 0..3 {
         let cluster = Cluster::start_forming();
-        let env = [("JETASK_NATS_REPLICAS", "3")];
+        let env = [("JETASK_NATS_REPLICAS", "3"), ("RUST_LOG", "info")];
         let logs = tempfile::tempdir().unwrap();
         let log = |name: &str| {
             let path = logs.path().join(name);
             (Stdio::from(std::fs::File::create(&path).unwrap()), path)
         };
         let ((a_err, a_log), (b_err, b_log)) = (log("a.log"), log("b.log"));
-        let env = [env[0], ("RUST_LOG", "info")];
         let mut a = support::spawn_serve(&cluster.urls(), "", &env, a_err);
         let mut b = support::spawn_serve(&cluster.urls(), "", &env, b_err);
         for (p, path) in [(&a, &a_log), (&b, &b_log)] {

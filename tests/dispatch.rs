@@ -321,8 +321,9 @@ async fn a_task_taken_at_once_is_not_written_again_by_intake() {
         let status = m
             .headers
             .as_ref()
-            .and_then(|h| h.get("Jetask-Idx"))
-            .and_then(|v| v.as_str().split(';').next().map(str::to_string))
+            .and_then(|h| h.get(jetask::store::index::header::NAME))
+            .and_then(|v| jetask::store::index::header::decode(v.as_str()))
+            .map(|e| e.status.as_str().to_string())
             .unwrap_or_default();
         seen.entry(id).or_default().push(status);
     }
