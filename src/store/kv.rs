@@ -102,7 +102,7 @@ impl TaskStore {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
         // The list index follows records from this header alone (a headers-only consumer).
-        headers.insert(index::header::NAME, index::header::encode(record).as_str());
+        headers.insert(index::header::NAME, index::header::encode(record));
         let ack = self
             .js
             .publish_with_headers(subjects::task_key_subject(&record.id), headers, Bytes::from(body))
