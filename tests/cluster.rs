@@ -199,7 +199,7 @@ fn assert_reruns_are_interrupted_retries(
 async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up() {
     let _one = ONE_AT_A_TIME.lock().await;
     for round in 0..3 {
-        let cluster = Cluster::start_forming();
+        let mut cluster = Cluster::start_forming();
         let env = [("JETASK_NATS_REPLICAS", "3"), ("RUST_LOG", "info")];
         let logs = tempfile::tempdir().unwrap();
         let log = |name: &str| {
@@ -213,8 +213,9 @@ async fn replicas_started_at_the_same_instant_on_a_forming_cluster_all_come_up()
             if !p.app.ready_within(Duration::from_secs(60)).await {
                 let said = std::fs::read_to_string(path).unwrap_or_default();
                 panic!(
-                    "round {round}: {} not ready after 60 s; it logged:\n{said}",
-                    path.display()
+                    "round {round}: {} not ready after 60 s; it logged:\n{said}\nThe cluster:\n{}",
+                    path.display(),
+                    cluster.logs()
                 );
             }
         }

@@ -536,3 +536,71 @@ async fn jetask_connects_with_an_nkey_from_nkey_file() {
     app.wait_status(&id, "Succeeded", T).await;
     app.stop().await;
 }
+
+/// The copies of events on `jetask.user.<user>.events.…` are what NATS authorization confines a
+/// tenant to. A server that asks no credentials can confine nobody: there jetask publishes
+/// `jetask.events.…` alone unless `nats.user_events = true` asks for the copies. (Against the
+/// shipped authorization they are on by default: the tenant test above follows its events
+/// through them.)
+#[tokio::test]
+async fn without_nats_authorization_events_go_out_once_unless_the_copies_are_asked_for() {
+    let nats = NatsServer::start();
+    let rx = Receiver::start(|_, _| Reply::ok("done")).await;
+    for (configured, copies) in [(None, false), (Some(true), true), (Some(false), false)] {
+        let mut c = config(&nats);
+        c.nats.user_events = configured;
+        let app = start_app(c).await;
+        app.put_fn("f", json!({"endpoint": rx.url()})).await;
+        // One connection for both, so that what jetask published first arrives first.
+        let client = nats.client().await;
+        let mut events = client.subscribe("jetask.events.f.>").await.unwrap();
+        let mut user_copies = client.subscribe("jetask.user.*.events.f.>").await.unwrap();
+        client.flush().await.unwrap();
+        let id = app.submit("f", "x", &[("Jetask-User", "carol")]).await;
+        loop {
+            let m = next_message(&mut events).await;
+            if m.subject.as_str() == "jetask.events.f.Succeeded"
+                && m.payload.windows(id.len()).any(|w| w == id.as_bytes())
+            {
+                break;
+            }
+        }
+        if copies {
+            let mut seen = Vec::new();
+            while !seen.iter().any(|s: &String| s.ends_with(".Succeeded")) {
+                seen.push(next_message(&mut user_copies).await.subject.to_string());
+            }
+            assert_eq!(
+                seen,
+                ["Enqueued", "Dequeued", "Running", "Succeeded"].map(|s| format!("jetask.user.carol.events.f.{s}")),
+                "user_events = {configured:?}"
+            );
+        } else {
+            // A second task's first event comes after any copy of the first task's events would
+            // have (one publisher, one connection, in order): by then none has come.
+            let marker = app.submit("f", "y", &[("Jetask-User", "carol")]).await;
+            loop {
+                let m = next_message(&mut events).await;
+                if m.payload.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                    break;
+                }
+            }
+            let copy = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut user_copies));
+            assert!(
+                copy.is_none(),
+                "user_events = {configured:?}: a copy was published: {:?}",
+                copy.flatten().map(|m| m.subject)
+            );
+            app.wait_status(&marker, "Succeeded", T).await;
+        }
+        app.stop().await;
+    }
+}
+
+/// The next message of `sub`, within [`T`].
+async fn next_message(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(T, futures::StreamExt::next(sub))
+        .await
+        .expect("a message within 20 s")
+        .expect("the subscription open")
+}

@@ -79,7 +79,13 @@ pub async fn publish(ctx: &Ctx, record: &crate::core::task::TaskRecord, effects:
     for e in effects {
         if let Effect::Emit(status) = e {
             ctx.metrics.transition(record, *status, now);
-            events::emit(&ctx.nats.client, record, *status, ctx.config.nats.user_events).await;
+            events::emit(
+                &ctx.nats.client,
+                record,
+                *status,
+                ctx.config.nats.user_events != Some(false),
+            )
+            .await;
         }
     }
 }

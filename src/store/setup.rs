@@ -44,6 +44,8 @@ pub struct Nats {
     pub callbacks: stream::Stream,
     /// The limits in force: as configured, or fitted to the server's `max_payload`.
     pub limits: crate::core::config::LimitsConfig,
+    /// Whether events are also published on the user's subjects (see [`user_events_in_force`]).
+    pub user_events: bool,
 }
 
 pub async fn connect(config: &Config) -> Result<async_nats::Client, SetupError> {
@@ -180,6 +182,10 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
     progress.set("connecting to NATS");
     let client = connect_patiently(config).await?;
     let limits = limits_in_force(&config.limits, client.server_info().max_payload)?;
+    let user_events = match config.nats.user_events {
+        Some(set) => set,
+        None => user_events_in_force(&client).await,
+    };
     let js = Handles::new(&client);
     // The streams and buckets do not depend on one another, so they are created at once: on a
     // forming cluster, or when replicas start together and their creates of one stream collide
@@ -202,7 +208,61 @@ pub async fn setup(config: &Config, progress: &Progress) -> Result<Nats, SetupEr
         submit,
         callbacks,
         limits,
+        user_events,
     })
+}
+
+/// Whether, with `nats.user_events` unset, every event is also published on its user's subject
+/// (`jetask.user.<user>.events.…`). Those copies exist so that NATS authorization can give each
+/// tenant only its own events, through an account's import or a user's subscribe permission.
+/// A server that asks no credentials and puts everyone in its one global account has no way
+/// to confine a subscriber, so there the copies would only double the events' cost: they are
+/// left out. Anything else (credentials asked, an account of our own, or a server that does
+/// not say) keeps them.
+async fn user_events_in_force(client: &async_nats::Client) -> bool {
+    // Asked only of a server without credentials (so with no permissions that could refuse it).
+    let auth_required = client.server_info().auth_required;
+    let account = if auth_required {
+        None
+    } else {
+        connection_account(client).await
+    };
+    let on = user_events_needed(auth_required, account.as_deref());
+    if !on {
+        tracing::info!(
+            "events are published on jetask.events.> only: the NATS server asks no credentials, so no \
+             subscriber can be confined to one user's events (set nats.user_events = true to publish \
+             jetask.user.<user>.events.> too)"
+        );
+    }
+    on
+}
+
+/// The rule of [`user_events_in_force`]: off only for an unauthenticated connection in the global
+/// account (`$G`).
+fn user_events_needed(auth_required: bool, account: Option<&str>) -> bool {
+    auth_required || account != Some(GLOBAL_ACCOUNT)
+}
+
+/// The account every client of a server without accounts is in.
+const GLOBAL_ACCOUNT: &str = "$G";
+
+/// The account this connection is in, as the server's `$SYS.REQ.USER.INFO` answers (any client
+/// may ask it about itself); `None` when the server does not answer.
+async fn connection_account(client: &async_nats::Client) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        data: Data,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        account: String,
+    }
+    let ask = client.request("$SYS.REQ.USER.INFO", bytes::Bytes::new());
+    let reply = tokio::time::timeout(Duration::from_secs(2), ask).await.ok()?.ok()?;
+    serde_json::from_slice::<Answer>(&reply.payload)
+        .ok()
+        .map(|a| a.data.account)
 }
 
 /// The configured limits fitted to the server's `max_payload` of `server` bytes, logged when
@@ -555,6 +615,17 @@ pub async fn ensure_dispatch_consumer(
 mod tests {
     use super::*;
     use crate::core::config::LimitsConfig;
+
+    #[test]
+    fn user_events_are_left_out_only_where_nobody_authenticates_into_the_global_account() {
+        assert!(!user_events_needed(false, Some("$G")));
+        // `no_auth_user` in an account of its own, or credentials asked: tenants may exist.
+        assert!(user_events_needed(false, Some("JETASK")));
+        assert!(user_events_needed(true, Some("$G")));
+        assert!(user_events_needed(true, Some("JETASK")));
+        // A server that did not say which account: keep them.
+        assert!(user_events_needed(false, None));
+    }
 
     const MB: usize = 1024 * 1024;
 

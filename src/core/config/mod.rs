@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(c.limits.max_payload, 2048);
         assert_eq!(c.auth.tokens.get("secret-token-2").map(String::as_str), Some("bob"));
         assert_eq!(c.nats.password.as_deref(), Some("123456"));
-        assert!(!c.nats.user_events);
+        assert_eq!(c.nats.user_events, Some(false));
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub struct NatsConfig {
     /// Replicas of jetask's streams and buckets: 1 for a single server, 3 for a cluster.
     pub replicas: usize,
     /// Also publish each event on `jetask.user.<user>.events.…`, the subjects a tenant account
-    /// imports (nats-config/auth.conf). Off saves a publish per event where no tenant follows.
-    pub user_events: bool,
+    /// imports (nats-config/auth.conf). Unset: on unless the server lets anyone in unnamed to
+    /// one shared account, where no subscriber can be confined to its own user's copies (see
+    /// `store::setup::user_events_in_force`); off saves a publish per event.
+    pub user_events: Option<bool>,
 }
 
 impl Default for NatsConfig {
@@ -43,7 +45,7 @@ impl Default for NatsConfig {
             tls_key: None,
             duplicate_window: Dur::from_secs(120),
             replicas: 1,
-            user_events: true,
+            user_events: None,
         }
     }
 }
