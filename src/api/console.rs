@@ -28,7 +28,7 @@ impl Asset {
         self.etag.get_or_init(|| {
             use sha2::{Digest, Sha256};
             let d = Sha256::digest(self.body.as_bytes());
-            let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::core::hex::lower(&d[..12]);
             format!("\"{hex}\"")
         })
     }

@@ -420,7 +420,7 @@ pub fn replay_id(original: &str, key: &str) -> String {
         .chain_update([0u8])
         .chain_update(key.as_bytes())
         .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::core::hex::lower(&digest[..16]);
     format!("replay-{hex}")
 }
 

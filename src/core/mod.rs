@@ -11,6 +11,7 @@ pub mod duration;
 pub mod egress;
 pub mod function;
 pub mod header_block;
+pub mod hex;
 pub mod limits;
 pub mod machine;
 pub mod outcome;

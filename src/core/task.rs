@@ -329,15 +329,24 @@ impl TaskRecord {
     }
 
     /// The record as published in events: no bookkeeping, no input, `status` as given (a write
-    /// may carry several transitions; each event names its own state). Serialized directly,
-    /// without an intermediate JSON tree: events are on the hot path.
+    /// may carry several transitions; each event names its own state).
     pub fn event_json(&self, status: Status) -> Vec<u8> {
+        self.event_bodies().with_status(status)
+    }
+
+    /// The record as events publish it, serialized once for all the events of one write: they
+    /// differ only in `status`. Serialized directly, without an intermediate JSON tree: events
+    /// are on the hot path.
+    pub fn event_bodies(&self) -> EventBodies {
         #[derive(Serialize)]
-        struct View<'a> {
+        struct Head<'a> {
             id: &'a str,
             function: &'a str,
             user: &'a str,
-            status: Status,
+        }
+        /// What follows `status`, in the record's order.
+        #[derive(Serialize)]
+        struct Rest<'a> {
             created_at: Timestamp,
             not_before: Option<Timestamp>,
             started_at: Option<Timestamp>,
@@ -360,30 +369,43 @@ impl TaskRecord {
             heartbeat_at: Option<Timestamp>,
             events: &'a [EventEntry],
         }
-        serde_json::to_vec(&View {
-            id: &self.id,
-            function: &self.function,
-            user: &self.user,
-            status,
-            created_at: self.created_at,
-            not_before: self.not_before,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            attempts: self.attempts,
-            duration_ms: self.duration_ms,
-            queue_ms: self.queue_ms,
-            input_size: self.input_size,
-            result: &self.result,
-            result_base64: &self.result_base64,
-            result_truncated: self.result_truncated,
-            error: &self.error,
-            destination: &self.destination,
-            replay_of: &self.replay_of,
-            triggered_by: &self.triggered_by,
-            heartbeat_at: self.heartbeat_at,
-            events: &self.events,
-        })
-        .unwrap_or_default()
+        let mut head = Vec::with_capacity(64 + self.id.len() + self.function.len() + self.user.len());
+        let _ = serde_json::to_writer(
+            &mut head,
+            &Head {
+                id: &self.id,
+                function: &self.function,
+                user: &self.user,
+            },
+        );
+        let mut rest = Vec::with_capacity(512 + 96 * self.events.len());
+        let _ = serde_json::to_writer(
+            &mut rest,
+            &Rest {
+                created_at: self.created_at,
+                not_before: self.not_before,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+                attempts: self.attempts,
+                duration_ms: self.duration_ms,
+                queue_ms: self.queue_ms,
+                input_size: self.input_size,
+                result: &self.result,
+                result_base64: &self.result_base64,
+                result_truncated: self.result_truncated,
+                error: &self.error,
+                destination: &self.destination,
+                replay_of: &self.replay_of,
+                triggered_by: &self.triggered_by,
+                heartbeat_at: self.heartbeat_at,
+                events: &self.events,
+            },
+        );
+        // `{"id":…,"user":…}` and `{"created_at":…}`: the first without its `}`, the second
+        // without its `{`, for `status` to go between them.
+        head.pop();
+        rest.remove(0);
+        EventBodies { head, rest }
     }
 
     pub fn input_bytes(&self) -> Vec<u8> {
@@ -392,6 +414,25 @@ impl TaskRecord {
 
     pub fn last_event(&self) -> Option<&EventEntry> {
         self.events.last()
+    }
+}
+
+/// A record serialized for its events, but for `status` (see [`TaskRecord::event_bodies`]).
+pub struct EventBodies {
+    head: Vec<u8>,
+    rest: Vec<u8>,
+}
+
+impl EventBodies {
+    /// The event body announcing `status`: the record's JSON with `status` in its place.
+    pub fn with_status(&self, status: Status) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.rest.len() + 32);
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b",\"status\":");
+        let _ = serde_json::to_writer(&mut out, &status);
+        out.push(b',');
+        out.extend_from_slice(&self.rest);
+        out
     }
 }
 
@@ -453,6 +494,14 @@ mod tests {
         view["status"] = "Dequeued".into();
         assert_eq!(event, view);
         assert!(event.get("input").is_none() && event.get("seq").is_none());
+        // Byte for byte, in the record's order: the body is spliced around `status`.
+        let body = String::from_utf8(r.event_json(Status::Dequeued)).unwrap();
+        assert_eq!(body, serde_json::to_string(&view).unwrap());
+        let bodies = r.event_bodies();
+        for s in Status::ALL {
+            view["status"] = s.as_str().into();
+            assert_eq!(bodies.with_status(s), serde_json::to_vec(&view).unwrap(), "{s}");
+        }
     }
 
     #[test]

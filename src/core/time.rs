@@ -102,7 +102,12 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // Records and events carry several: straight from the stack buffer, not through
+        // `Display` and the serializer's `fmt::Write` adapter.
+        match rfc3339(self.0).as_ref().and_then(|b| std::str::from_utf8(b).ok()) {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(self),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ impl TraceContext {
     pub fn of_task(traceparent: Option<&str>, task_id: &str) -> TraceContext {
         traceparent.and_then(TraceContext::parse).unwrap_or_else(|| {
             let digest = sha2::Sha256::digest(task_id.as_bytes());
-            let hex: String = digest[..24].iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::core::hex::lower(&digest[..24]);
             TraceContext {
                 trace_id: hex[..32].to_string(),
                 span_id: hex[32..].to_string(),

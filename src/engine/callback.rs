@@ -127,7 +127,7 @@ pub fn body(kind: &str, record: &TaskRecord) -> Vec<u8> {
 /// that a redelivery starts no second one.
 pub fn chained_task_id(job: &Job) -> String {
     let digest = sha2::Sha256::digest(format!("{}:{}", job.task_id, job.kind).as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let hex = crate::core::hex::lower(&digest[..16]);
     format!("then-{hex}")
 }
 

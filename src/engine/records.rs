@@ -75,17 +75,16 @@ pub async fn commit(
 
 /// Publishes the `Emit` effects of a written record, and counts them.
 pub async fn publish(ctx: &Ctx, record: &crate::core::task::TaskRecord, effects: &[Effect]) {
+    if !effects.iter().any(|e| matches!(e, Effect::Emit(_))) {
+        return;
+    }
     let now = Timestamp::now();
+    let bodies = record.event_bodies();
+    let per_user = ctx.config.nats.user_events != Some(false);
     for e in effects {
         if let Effect::Emit(status) = e {
             ctx.metrics.transition(record, *status, now);
-            events::emit(
-                &ctx.nats.client,
-                record,
-                *status,
-                ctx.config.nats.user_events != Some(false),
-            )
-            .await;
+            events::emit(&ctx.nats.client, record, &bodies, *status, per_user).await;
         }
     }
 }

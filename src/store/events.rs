@@ -4,16 +4,24 @@
 //! tenant only its own.
 
 use crate::core::subjects;
-use crate::core::task::{Status, TaskRecord};
+use crate::core::task::{EventBodies, Status, TaskRecord};
 
-/// Publishes the event of `record` reaching `status`; `per_user`: also on the user's subject.
-pub async fn emit(client: &async_nats::Client, record: &TaskRecord, status: Status, per_user: bool) {
+/// Publishes the event of `record` reaching `status`, its body from `bodies` (the record as
+/// written, serialized once for all the events of a write); `per_user`: also on the user's
+/// subject.
+pub async fn emit(
+    client: &async_nats::Client,
+    record: &TaskRecord,
+    bodies: &EventBodies,
+    status: Status,
+    per_user: bool,
+) {
     // A submission to a malformed subject names no function that could carry events.
     if !crate::core::task::valid_function_name(&record.function) {
         return;
     }
     // A write may carry several transitions; each event shows the state it announces.
-    let body: bytes::Bytes = record.event_json(status).into();
+    let body: bytes::Bytes = bodies.with_status(status).into();
     if let Err(e) = client
         .publish(subjects::event(&record.function, status), body.clone())
         .await

@@ -98,7 +98,10 @@ impl TaskStore {
     }
 
     async fn write(&self, record: &TaskRecord, revision: u64) -> Result<u64, StoreError> {
-        let body = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Sized for a typical record up front: grown from empty, the buffer would be copied
+        // over and over on the way to a kilobyte or two.
+        let mut body = Vec::with_capacity(1024 + 128 * record.events.len());
+        serde_json::to_writer(&mut body, record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
         // The list index follows records from this header alone (a headers-only consumer).
