@@ -1,13 +1,15 @@
 //! The JetStream floor of a task: the server operations one task of task mode costs, done by
 //! hand with no jetask logic and no list index, as fast as this machine allows.
 //! `cargo run --release --example task_floor -- NATS_URL COUNT [--no-intake] [--no-running]
-//! [--stream-index] [--http] [--due-in SECS]`.
+//! [--stream-index] [--http] [--due-in SECS] [--user-events]`.
 //!
 //! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create (checked to be new),
 //! `Enqueued` event and ack; the dispatcher's delivery, `Running` write with its two events,
 //! final write with its event, and ack; and one headers-only consumer following the bucket (what
-//! every replica's list index follows). Record writes carry the index header jetask's do, and
-//! each event goes out twice, as jetask's do by default (`nats.user_events`). The
+//! every replica's list index follows). Record writes carry the index header jetask's do. Each
+//! event goes out once, as jetask's do against a server without authorization (the floor's
+//! server, and `jetask bench`'s); `--user-events` publishes each twice, as jetask does where
+//! NATS asks for credentials (`nats.user_events`). The
 //! flags drop intake's record or the `Running` write, to price those two product decisions.
 //! Record sizes are about those jetask writes for a 256-byte input (985 bytes once finished).
 //!
@@ -26,6 +28,7 @@
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, count, flags @ ..] = args.as_slice() else {
         return Err(
-            "usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--stream-index] [--http] [--due-in SECS]"
+            "usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--stream-index] [--http] [--due-in SECS] [--user-events]"
                 .into(),
         );
     };
@@ -48,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let intake = !flags.iter().any(|f| f == "--no-intake");
     let running = !flags.iter().any(|f| f == "--no-running");
     let stream_index = flags.iter().any(|f| f == "--stream-index");
+    USER_EVENTS.store(flags.iter().any(|f| f == "--user-events"), Ordering::Relaxed);
     let due_in: Option<u64> = match flags.iter().position(|f| f == "--due-in") {
         Some(i) => Some(
             flags
@@ -282,13 +286,19 @@ fn id_of(m: &jetstream::Message) -> String {
 
 /// A record write as jetask makes it: to the bucket's subject, with the list index's headers
 /// (and, for a create, the check that the key is new).
-/// An event, published as jetask publishes it by default (`nats.user_events`): on the
-/// all-users subject and again on the user's.
+/// `--user-events`: each event also on the user's subject.
+static USER_EVENTS: AtomicBool = AtomicBool::new(false);
+
+/// An event, published as jetask publishes it: on the all-users subject, and with
+/// `--user-events` again on the user's (`nats.user_events`).
 async fn emit(client: &async_nats::Client, status: &str, event: bytes::Bytes) -> Result<(), async_nats::PublishError> {
     client.publish(format!("floor.events.{status}"), event.clone()).await?;
-    client
-        .publish(format!("floor.user.default.events.{status}"), event)
-        .await
+    if USER_EVENTS.load(Ordering::Relaxed) {
+        client
+            .publish(format!("floor.user.default.events.{status}"), event)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn write(
