@@ -401,10 +401,6 @@ impl TaskRecord {
                 events: &self.events,
             },
         );
-        // `{"id":…,"user":…}` and `{"created_at":…}`: the first without its `}`, the second
-        // without its `{`, for `status` to go between them.
-        head.pop();
-        rest.remove(0);
         EventBodies { head, rest }
     }
 
@@ -417,21 +413,26 @@ impl TaskRecord {
     }
 }
 
-/// A record serialized for its events, but for `status` (see [`TaskRecord::event_bodies`]).
+/// A record serialized for its events, but for `status` (see [`TaskRecord::event_bodies`]):
+/// the fields before it (`{"id":…,"user":…}`) and after it (`{"created_at":…}`), each a JSON
+/// object of its own.
 pub struct EventBodies {
     head: Vec<u8>,
     rest: Vec<u8>,
 }
 
 impl EventBodies {
-    /// The event body announcing `status`: the record's JSON with `status` in its place.
+    /// The event body announcing `status`: the two objects joined into one, with `status`
+    /// between them.
     pub fn with_status(&self, status: Status) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.head.len() + self.rest.len() + 32);
-        out.extend_from_slice(&self.head);
+        let head = self.head.strip_suffix(b"}").unwrap_or(b"{");
+        let rest = self.rest.strip_prefix(b"{").unwrap_or(b"}");
+        let mut out = Vec::with_capacity(head.len() + rest.len() + 32);
+        out.extend_from_slice(head);
         out.extend_from_slice(b",\"status\":");
         let _ = serde_json::to_writer(&mut out, &status);
         out.push(b',');
-        out.extend_from_slice(&self.rest);
+        out.extend_from_slice(rest);
         out
     }
 }
