@@ -36,14 +36,7 @@ impl Drop for NatsChild {
 /// Starts a 3-node JetStream cluster on loopback with its stores in `dir` (free ports for
 /// clients and routes), for `jetask bench --cluster`; returns the nodes and all three URLs.
 pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
-    let held: Vec<std::net::TcpListener> = (0..6)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?;
-    drop(held);
+    let ports = free_ports(6)?;
     let routes: Vec<String> = ports[3..].iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
     let mut nodes = Vec::new();
     for i in 0..3 {
@@ -68,6 +61,40 @@ pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
         .map(|p| format!("nats://127.0.0.1:{p}"))
         .collect::<Vec<_>>();
     Ok((nodes, urls.join(",")))
+}
+
+/// `n` distinct loopback ports that are free now, for servers to listen on a moment later,
+/// taken below the kernel's ephemeral port range when it can be read. A port `bind(0)` hands out
+/// is an ephemeral one: until its server binds it, any outgoing connection may be given it as
+/// its source port (a route between nodes starting together, a client retrying its connect),
+/// and the server then cannot start. Three nodes of which one never starts never elect a meta
+/// leader, so the whole cluster would wait for ever. Ports below the range are never handed
+/// to outgoing connections.
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()));
+    let mut held = Vec::with_capacity(n);
+    if let Some(high) = ephemeral_low.filter(|h| *h > LOWEST + 1_000) {
+        // A random start, so that several runs at once seldom try the same ports first.
+        let span = high - LOWEST;
+        let start = rand::random::<u16>() % span;
+        for k in 0..span {
+            if held.len() == n {
+                break;
+            }
+            let port = LOWEST + (start + k) % span;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                held.push(l);
+            }
+        }
+    }
+    // No range to go by (not Linux), or not enough free below it: what the kernel hands out.
+    while held.len() < n {
+        held.push(std::net::TcpListener::bind("127.0.0.1:0")?);
+    }
+    held.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
 }
 
 /// Starts `nats-server` with JetStream in `dir`, on `port`, with a payload limit large enough
@@ -466,5 +493,25 @@ fn print_credentials(creds: &DevCredentials, port: u16, dir: &Path) {
     }
     if let Some(p) = creds.password("alice") {
         say!("  e.g.  nats -s nats://alice:{p}@127.0.0.1:{port} req jetask.submit.demo hello");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports = super::free_ports(9).expect("free ports");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 9, "{ports:?}");
+        for p in &ports {
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok(),
+                "port {p} is taken"
+            );
+        }
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+        if let Some(low) = range.and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok())) {
+            assert!(ports.iter().all(|p| *p < low), "{ports:?} not all below {low}");
+        }
     }
 }

@@ -23,10 +23,8 @@ fn shipped_max_payload() -> String {
 
 /// `n` free TCP ports on 127.0.0.1, all distinct.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    // Below the ephemeral range: see `free_ports` itself for why.
+    jetask::cli::dev::free_ports(n).expect("free loopback ports")
 }
 
 /// A client of every server in `urls` (comma-separated), as jetask's `nats.url` lists them.
