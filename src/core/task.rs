@@ -328,15 +328,10 @@ impl TaskRecord {
         v
     }
 
-    /// The record as published in events: no bookkeeping, no input, `status` as given (a write
-    /// may carry several transitions; each event names its own state).
-    pub fn event_json(&self, status: Status) -> Vec<u8> {
-        self.event_bodies().with_status(status)
-    }
-
-    /// The record as events publish it, serialized once for all the events of one write: they
-    /// differ only in `status`. Serialized directly, without an intermediate JSON tree: events
-    /// are on the hot path.
+    /// The record as events publish it (no bookkeeping, no input), serialized once for all the
+    /// events of one write: they differ only in `status`, each naming its own state (see
+    /// [`EventBodies::with_status`]). Serialized directly, without an intermediate JSON tree:
+    /// events are on the hot path.
     pub fn event_bodies(&self) -> EventBodies {
         #[derive(Serialize)]
         struct Head<'a> {
@@ -490,15 +485,15 @@ mod tests {
             Timestamp(0),
         )
         .record;
-        let event: serde_json::Value = serde_json::from_slice(&r.event_json(Status::Dequeued)).unwrap();
+        let bodies = r.event_bodies();
+        let event: serde_json::Value = serde_json::from_slice(&bodies.with_status(Status::Dequeued)).unwrap();
         let mut view = r.to_view(false);
         view["status"] = "Dequeued".into();
         assert_eq!(event, view);
         assert!(event.get("input").is_none() && event.get("seq").is_none());
         // Byte for byte, in the record's order: the body is spliced around `status`.
-        let body = String::from_utf8(r.event_json(Status::Dequeued)).unwrap();
+        let body = String::from_utf8(bodies.with_status(Status::Dequeued)).unwrap();
         assert_eq!(body, serde_json::to_string(&view).unwrap());
-        let bodies = r.event_bodies();
         for s in Status::ALL {
             view["status"] = s.as_str().into();
             assert_eq!(bodies.with_status(s), serde_json::to_vec(&view).unwrap(), "{s}");
