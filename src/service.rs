@@ -81,18 +81,14 @@ pub async fn start(config: Config) -> Result<Service, StartError> {
 async fn begin(config: Arc<Config>, progress: &setup::Progress) -> Result<Arc<Ctx>, StartError> {
     let nats = setup::setup(&config, progress).await?;
     // Limits fitted to the server are the ones in force everywhere.
-    // So is the choice of user events made from the server's answers.
-    let config = if nats.limits.max_payload != config.limits.max_payload
-        || nats.limits.max_result != config.limits.max_result
-        || config.nats.user_events != Some(nats.user_events)
-    {
-        let mut fitted = (*config).clone();
-        fitted.limits = nats.limits.clone();
-        fitted.nats.user_events = Some(nats.user_events);
-        Arc::new(fitted)
-    } else {
-        config
-    };
+    let config =
+        if nats.limits.max_payload != config.limits.max_payload || nats.limits.max_result != config.limits.max_result {
+            let mut fitted = (*config).clone();
+            fitted.limits = nats.limits.clone();
+            Arc::new(fitted)
+        } else {
+            config
+        };
     let ctx = Arc::new(Ctx {
         tasks: TaskStore::new(nats.js.clone(), nats.tasks.clone()),
         functions: FunctionStore::new(nats.functions.clone()),

@@ -80,11 +80,10 @@ pub async fn publish(ctx: &Ctx, record: &crate::core::task::TaskRecord, effects:
     }
     let now = Timestamp::now();
     let bodies = record.event_bodies();
-    let per_user = ctx.config.nats.user_events != Some(false);
     for e in effects {
         if let Effect::Emit(status) = e {
             ctx.metrics.transition(record, *status, now);
-            events::emit(&ctx.nats.client, record, &bodies, *status, per_user).await;
+            events::emit(&ctx.nats.client, record, &bodies, *status, ctx.nats.user_events).await;
         }
     }
 }

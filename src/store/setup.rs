@@ -44,7 +44,8 @@ pub struct Nats {
     pub callbacks: stream::Stream,
     /// The limits in force: as configured, or fitted to the server's `max_payload`.
     pub limits: crate::core::config::LimitsConfig,
-    /// Whether events are also published on the user's subjects (see [`user_events_in_force`]).
+    /// Whether events are also published on the user's subjects: `nats.user_events`, or when
+    /// unset what [`user_events_in_force`] found.
     pub user_events: bool,
 }
 
