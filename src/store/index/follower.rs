@@ -134,8 +134,11 @@ fn read_batch(batch: Vec<Delivery>, prefix: &str) -> BatchRead {
     for m in batch {
         match m {
             Ok(msg) => {
-                caught_up |= msg.info().is_ok_and(|i| i.pending == 0);
-                changes.extend(change_of(&msg, prefix));
+                // The delivery's metadata is parsed from its reply subject: once, for both.
+                let info = msg.info().ok();
+                caught_up |= info.as_ref().is_some_and(|i| i.pending == 0);
+                let updated = info.map_or_else(|| Timestamp::now().millis(), |i| i.published.timestamp_millis());
+                changes.extend(change_of(&msg, prefix, updated));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "task record follower failed; resubscribing");
@@ -160,8 +163,8 @@ fn header<'a>(msg: &'a jetstream::Message, name: &str) -> Option<&'a str> {
     msg.headers.as_ref().and_then(|h| h.get_str(name)).map(|v| v.as_str())
 }
 
-/// The change a record write (headers only) means for the index.
-fn change_of(msg: &jetstream::Message, prefix: &str) -> Option<Change> {
+/// The change a record write (headers only), stored at `updated` (ms), means for the index.
+fn change_of(msg: &jetstream::Message, prefix: &str, updated: i64) -> Option<Change> {
     let id = msg.subject.as_str().strip_prefix(prefix)?.to_string();
     let get = |k: &str| header(msg, k);
     if matches!(get("KV-Operation"), Some("DEL") | Some("PURGE")) {
@@ -171,10 +174,6 @@ fn change_of(msg: &jetstream::Message, prefix: &str) -> Option<Change> {
         Some(v) => header::decode(v)?,
         None => header::legacy(get)?,
     };
-    let updated = msg
-        .info()
-        .map(|i| i.published.timestamp_millis())
-        .unwrap_or_else(|_| Timestamp::now().millis());
     Some(Change::Upsert {
         id,
         function: entry.function,
