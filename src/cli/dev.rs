@@ -72,11 +72,8 @@ pub fn spawn_cluster(dir: &Path) -> anyhow::Result<(Vec<NatsChild>, String)> {
 /// to outgoing connections.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     const LOWEST: u16 = 10_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()));
     let mut held = Vec::with_capacity(n);
-    if let Some(high) = ephemeral_low.filter(|h| *h > LOWEST + 1_000) {
+    if let Some(high) = ephemeral_start().filter(|h| *h > LOWEST + 1_000) {
         // A random start, so that several runs at once seldom try the same ports first.
         let span = high - LOWEST;
         let start = rand::random::<u16>() % span;
@@ -95,6 +92,12 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
         held.push(std::net::TcpListener::bind("127.0.0.1:0")?);
     }
     held.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+}
+
+/// The first port of the kernel's ephemeral range (Linux), when it can be read.
+fn ephemeral_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Starts `nats-server` with JetStream in `dir`, on `port`, with a payload limit large enough
@@ -509,8 +512,7 @@ mod tests {
                 "port {p} is taken"
             );
         }
-        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
-        if let Some(low) = range.and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok())) {
+        if let Some(low) = super::ephemeral_start() {
             assert!(ports.iter().all(|p| *p < low), "{ports:?} not all below {low}");
         }
     }
