@@ -1,7 +1,7 @@
 //! The JetStream floor of a task: the server operations one task of task mode costs, done by
 //! hand with no jetask logic and no list index, as fast as this machine allows.
 //! `cargo run --release --example task_floor -- NATS_URL COUNT [--no-intake] [--no-running]
-//! [--stream-index] [--http] [--due-in SECS] [--user-events]`.
+//! [--stream-index] [--http] [--due-in SECS] [--user-events] [--nats-pid PID]`.
 //!
 //! Per task: a publish with `Nats-Msg-Id`; intake's delivery, record create (checked to be new),
 //! `Enqueued` event and ack; the dispatcher's delivery, `Running` write with its two events,
@@ -12,6 +12,12 @@
 //! NATS asks for credentials (`nats.user_events`). The
 //! flags drop intake's record or the `Running` write, to price those two product decisions.
 //! Record sizes are about those jetask writes for a 256-byte input (985 bytes once finished).
+//! Every write after the first is checked against the revision the previous one got
+//! (`Nats-Expected-Last-Subject-Sequence`), as jetask writes records.
+//!
+//! `--nats-pid PID` (the server's process) adds CPU per task, as `jetask bench` reports it:
+//! `utime + stime` from `/proc` of the server and of this process, from the first publish to
+//! the last task's final write, divided by the tasks.
 //!
 //! `--stream-index` prices a design jetask does not have: queued tasks listed from the
 //! submissions themselves (a headers-only follower of the submission stream, as each replica's
@@ -32,6 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use jetask::cli::bench::proc_cpu;
+
 const WINDOW: usize = 4000;
 const CONCURRENCY: usize = 256;
 
@@ -40,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, count, flags @ ..] = args.as_slice() else {
         return Err(
-            "usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--stream-index] [--http] [--due-in SECS] [--user-events]"
+            "usage: task_floor NATS_URL COUNT [--no-intake] [--no-running] [--stream-index] [--http] [--due-in SECS] [--user-events] [--nats-pid PID]"
                 .into(),
         );
     };
@@ -60,6 +68,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .ok_or("--due-in needs a whole number of seconds")?,
         ),
         None => None,
+    };
+    let nats_pid: Option<u32> = match flags.iter().position(|f| f == "--nats-pid") {
+        Some(i) => Some(
+            flags
+                .get(i + 1)
+                .and_then(|s| s.parse().ok())
+                .ok_or("--nats-pid needs the server's process ID")?,
+        ),
+        None => None,
+    };
+    let cpu = move || {
+        let own = proc_cpu::cpu_us(std::process::id()).ok();
+        let server = nats_pid.and_then(|p| proc_cpu::cpu_us(p).ok());
+        (server, own)
     };
     let due = due_in.map(|s| SystemTime::now() + Duration::from_secs(s));
     let late_by = move |due: SystemTime| SystemTime::now().duration_since(due).unwrap_or_default();
@@ -146,8 +168,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         None
     };
 
+    // The revision of each record intake created, for the dispatcher's checked write over it
+    // (jetask's dispatcher knows it the same way, `store::revisions`).
+    let revisions: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>> = Default::default();
     let intake_task = intake.then(|| {
         let (js, client, kv) = (js.clone(), client.clone(), kv.clone());
+        let revisions = revisions.clone();
         let event = event.clone();
         tokio::spawn(async move {
             let mut msgs = intake_c.messages().await?;
@@ -160,9 +186,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         let id = id_of(&m);
                         let (js, client, kv) = (js.clone(), client.clone(), kv.clone());
                         let (value, event) = (enqueued.clone(), event.clone());
+                        let revisions = revisions.clone();
                         work.push(async move {
                             if !stream_index {
-                                let _ = write(&js, &kv, &id, "Enqueued", Some(0), value).await;
+                                if let Ok(rev) = write(&js, &kv, &id, "Enqueued", Some(0), value).await {
+                                    revisions.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), rev);
+                                }
                             }
                             let _ = emit(&client, "Enqueued", event).await;
                             m.ack().await
@@ -178,6 +207,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dispatcher = tokio::spawn({
         let (js, kv, client, late) = (js.clone(), kv.clone(), client.clone(), late.clone());
         let (endpoint, http_client) = (endpoint.clone(), http_client.clone());
+        let revisions = revisions.clone();
         async move {
             let mut msgs = dispatch_c.messages().await?;
             let gate = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -200,9 +230,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         let (js, kv, client) = (js.clone(), kv.clone(), client.clone());
                         let (endpoint, http_client) = (endpoint.clone(), http_client.clone());
                         let (started, finished, event) = (started.clone(), finished.clone(), event.clone());
+                        // Intake's revision when it has written the record by now; else this
+                        // write creates it (jetask's dispatcher does the same, then intake's
+                        // create fails, which the floor does not re-enact).
+                        let created = revisions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                         work.spawn(async move {
+                            let mut rev = created;
                             if running {
-                                write(&js, &kv, &id, "Running", None, started).await?;
+                                rev = Some(write_over(&js, &kv, &id, "Running", created, started).await?);
                                 emit(&client, "Dequeued", event.clone()).await?;
                                 emit(&client, "Running", event.clone()).await?;
                             }
@@ -212,7 +247,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                             } else if let Some(due) = due {
                                 late.lock().unwrap_or_else(|e| e.into_inner()).push(late_by(due));
                             }
-                            write(&js, &kv, &id, "Succeeded", None, finished).await?;
+                            write_over(&js, &kv, &id, "Succeeded", rev, finished).await?;
                             emit(&client, "Succeeded", event).await?;
                             m.ack().await?;
                             drop(permit);
@@ -226,6 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
     });
     let start = Instant::now();
+    let cpu_before = cpu();
     let mut acks = futures::stream::FuturesUnordered::new();
     for i in 0..n {
         let mut h = async_nats::HeaderMap::new();
@@ -243,6 +279,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     while acks.next().await.transpose()?.is_some() {}
     let publish = start.elapsed();
     let total = dispatcher.await??.duration_since(start);
+    let cpu_after = cpu();
     if let Some(t) = intake_task {
         t.await??;
     }
@@ -271,6 +308,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             n as f64 / secs,
         );
     }
+    let per_task = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (b - a) / n as f64);
+    if let Some(server) = per_task(cpu_before.0, cpu_after.0) {
+        let own = per_task(cpu_before.1, cpu_after.1).unwrap_or(f64::NAN);
+        println!("floor: CPU per task: nats-server {server:.1} µs, the floor's process {own:.1} µs");
+    }
     let _ = js.delete_stream(format!("FLOOR_{run}")).await;
     let _ = js.delete_key_value(format!("FLOOR_{run}")).await;
     Ok(())
@@ -284,8 +326,6 @@ fn id_of(m: &jetstream::Message) -> String {
         .unwrap_or_default()
 }
 
-/// A record write as jetask makes it: to the bucket's subject, with the list index's headers
-/// (and, for a create, the check that the key is new).
 /// `--user-events`: each event also on the user's subject.
 static USER_EVENTS: AtomicBool = AtomicBool::new(false);
 
@@ -301,6 +341,8 @@ async fn emit(client: &async_nats::Client, status: &str, event: bytes::Bytes) ->
     Ok(())
 }
 
+/// A record write as jetask makes it: to the bucket's subject, with the list index's header,
+/// checked against the revision `expect` (0: the key is new); answers the write's revision.
 async fn write(
     js: &jetstream::Context,
     kv: &str,
@@ -308,7 +350,7 @@ async fn write(
     status: &str,
     expect: Option<u64>,
     value: bytes::Bytes,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
     let mut h = async_nats::HeaderMap::new();
     if let Some(seq) = expect {
         h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
@@ -318,10 +360,29 @@ async fn write(
         jetask::store::index::header::NAME,
         format!("{status};1764374400000;;;floor;default").as_str(),
     );
-    js.publish_with_headers(format!("$KV.{kv}.{id}"), h, value)
+    let ack = js
+        .publish_with_headers(format!("$KV.{kv}.{id}"), h, value)
         .await?
         .await?;
-    Ok(())
+    Ok(ack.sequence)
+}
+
+/// A dispatcher's write over revision `known` (`None`: the key is thought new). When intake's
+/// create has landed meanwhile (the check fails), the write goes over what is there, as jetask's
+/// does after reading the record back.
+async fn write_over(
+    js: &jetstream::Context,
+    kv: &str,
+    id: &str,
+    status: &str,
+    known: Option<u64>,
+    value: bytes::Bytes,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    if let Ok(rev) = write(js, kv, id, status, Some(known.unwrap_or(0)), value.clone()).await {
+        return Ok(rev);
+    }
+    let last = js.get_key_value(kv).await?.entry(id).await?.map(|e| e.revision);
+    write(js, kv, id, status, Some(last.unwrap_or(0)), value).await
 }
 
 type Follower = tokio::task::JoinHandle<Result<usize, Box<dyn std::error::Error + Send + Sync>>>;
