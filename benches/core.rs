@@ -104,7 +104,13 @@ fn encoding(c: &mut Criterion) {
         b.iter(|| black_box(serde_json::from_slice::<TaskRecord>(black_box(&bytes)).unwrap()))
     });
     c.bench_function("record: event body", |b| {
-        b.iter(|| black_box(r.event_bodies().with_status(Status::Succeeded)))
+        b.iter(|| black_box(r.serialized().event(Status::Succeeded)))
+    });
+    c.bench_function("record: a write's value and its event (one serialization)", |b| {
+        b.iter(|| {
+            let s = black_box(&r).serialized();
+            black_box((s.record(), s.event(Status::Succeeded)))
+        })
     });
     c.bench_function("signing: Standard Webhooks signature of a result", |b| {
         b.iter(|| {

@@ -103,7 +103,21 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
         from: record.status,
         event: event.name(),
     })?;
-    let mut r = record.clone();
+    Ok(transition(record.clone(), to, event, now))
+}
+
+/// [`apply`] to a record the caller gives up (a copy it made to apply several events in a row):
+/// the same, without copying the record again for each event.
+pub fn apply_owned(record: TaskRecord, event: Event, now: Timestamp) -> Result<Transition, InvalidTransition> {
+    let to = target(record.status, &event).ok_or(InvalidTransition {
+        from: record.status,
+        event: event.name(),
+    })?;
+    Ok(transition(record, to, event, now))
+}
+
+/// `r` (in its old status) taken `to` by `event`.
+fn transition(mut r: TaskRecord, to: Status, event: Event, now: Timestamp) -> Transition {
     let mut effects = Vec::with_capacity(3);
     let detail = record_event(&mut r, to, event, now, &mut effects);
     r.status = to;
@@ -118,7 +132,7 @@ pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transi
         detail,
     });
     effects.insert(0, Effect::Emit(to));
-    Ok(Transition { record: r, effects })
+    Transition { record: r, effects }
 }
 
 /// Writes what `event` changes into `r` (still in its old status, on its way `to`), pushing the

@@ -328,11 +328,11 @@ impl TaskRecord {
         v
     }
 
-    /// The record as events publish it (no bookkeeping, no input), serialized once for all the
-    /// events of one write: they differ only in `status`, each naming its own state (see
-    /// [`EventBodies::with_status`]). Serialized directly, without an intermediate JSON tree:
-    /// events are on the hot path.
-    pub fn event_bodies(&self) -> EventBodies {
+    /// The record serialized once for one write: the value stored (see [`Serialized::record`])
+    /// and the bodies of all its events, which are the record without bookkeeping and input and
+    /// differ only in `status`, each naming its own state (see [`Serialized::event`]).
+    /// Serialized directly, without an intermediate JSON tree: this is on every write's path.
+    pub fn serialized(&self) -> Serialized {
         #[derive(Serialize)]
         struct Head<'a> {
             id: &'a str,
@@ -396,7 +396,57 @@ impl TaskRecord {
                 events: &self.events,
             },
         );
-        EventBodies { head, rest }
+        /// The bookkeeping and the input, after `events`: the fields only the stored value has,
+        /// with [`TaskRecord`]'s own rules for leaving them out.
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            seq: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            next_attempt_at: Option<Timestamp>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            attempt_started_at: Option<Timestamp>,
+            #[serde(skip_serializing_if = "is_false")]
+            async_attempt: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            content_type: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traceparent: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            callback: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            holder: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            input: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            input_base64: &'a Option<String>,
+        }
+        let input = self
+            .input
+            .as_ref()
+            .or(self.input_base64.as_ref())
+            .map_or(0, String::len);
+        let mut tail = Vec::with_capacity(128 + input);
+        let _ = serde_json::to_writer(
+            &mut tail,
+            &Tail {
+                seq: self.seq,
+                next_attempt_at: self.next_attempt_at,
+                attempt_started_at: self.attempt_started_at,
+                async_attempt: self.async_attempt,
+                content_type: &self.content_type,
+                traceparent: &self.traceparent,
+                callback: &self.callback,
+                holder: &self.holder,
+                input: &self.input,
+                input_base64: &self.input_base64,
+            },
+        );
+        Serialized {
+            status: self.status,
+            head,
+            rest,
+            tail,
+        }
     }
 
     pub fn input_bytes(&self) -> Vec<u8> {
@@ -408,26 +458,47 @@ impl TaskRecord {
     }
 }
 
-/// A record serialized for its events, but for `status` (see [`TaskRecord::event_bodies`]):
-/// the fields before it (`{"id":…,"user":…}`) and after it (`{"created_at":…}`), each a JSON
-/// object of its own.
-pub struct EventBodies {
+/// A record serialized once for one write (see [`TaskRecord::serialized`]), in three JSON
+/// objects: the fields before `status` (`{"id":…,"user":…}`), those after it that events show
+/// (`{"created_at":…,"events":[…]}`), and the bookkeeping and input only the stored value has
+/// (`{"seq":…}`). Joined, they are exactly what serializing the whole record gives.
+pub struct Serialized {
+    status: Status,
     head: Vec<u8>,
     rest: Vec<u8>,
+    tail: Vec<u8>,
 }
 
-impl EventBodies {
-    /// The event body announcing `status`: the two objects joined into one, with `status`
-    /// between them.
-    pub fn with_status(&self, status: Status) -> Vec<u8> {
+impl Serialized {
+    /// The event body announcing `status`: the record without bookkeeping and input, with
+    /// `status` between the first two objects.
+    pub fn event(&self, status: Status) -> Vec<u8> {
+        self.join(status, None)
+    }
+
+    /// The value stored: the whole record.
+    pub fn record(&self) -> Vec<u8> {
+        self.join(self.status, Some(&self.tail))
+    }
+
+    fn join(&self, status: Status, tail: Option<&[u8]>) -> Vec<u8> {
         let head = self.head.strip_suffix(b"}").unwrap_or(b"{");
         let rest = self.rest.strip_prefix(b"{").unwrap_or(b"}");
-        let mut out = Vec::with_capacity(head.len() + rest.len() + 32);
+        let tail = tail.map(|t| t.strip_prefix(b"{").unwrap_or(b"}"));
+        let mut out = Vec::with_capacity(head.len() + rest.len() + tail.map_or(0, <[u8]>::len) + 32);
         out.extend_from_slice(head);
         out.extend_from_slice(b",\"status\":");
         let _ = serde_json::to_writer(&mut out, &status);
         out.push(b',');
-        out.extend_from_slice(rest);
+        match tail {
+            // `rest` ends with its closing brace, where the tail's fields go on.
+            Some(tail) => {
+                out.extend_from_slice(rest.strip_suffix(b"}").unwrap_or(rest));
+                out.push(b',');
+                out.extend_from_slice(tail);
+            }
+            None => out.extend_from_slice(rest),
+        }
         out
     }
 }
@@ -485,18 +556,55 @@ mod tests {
             Timestamp(0),
         )
         .record;
-        let bodies = r.event_bodies();
-        let event: serde_json::Value = serde_json::from_slice(&bodies.with_status(Status::Dequeued)).unwrap();
+        let bodies = r.serialized();
+        let event: serde_json::Value = serde_json::from_slice(&bodies.event(Status::Dequeued)).unwrap();
         let mut view = r.to_view(false);
         view["status"] = "Dequeued".into();
         assert_eq!(event, view);
         assert!(event.get("input").is_none() && event.get("seq").is_none());
         // Byte for byte, in the record's order: the body is spliced around `status`.
-        let body = String::from_utf8(bodies.with_status(Status::Dequeued)).unwrap();
+        let body = String::from_utf8(bodies.event(Status::Dequeued)).unwrap();
         assert_eq!(body, serde_json::to_string(&view).unwrap());
         for s in Status::ALL {
             view["status"] = s.as_str().into();
-            assert_eq!(bodies.with_status(s), serde_json::to_vec(&view).unwrap(), "{s}");
+            assert_eq!(bodies.event(s), serde_json::to_vec(&view).unwrap(), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_stored_value_is_the_record_serialized_whole() {
+        let new = |input: Vec<u8>| {
+            crate::core::machine::create(
+                crate::core::machine::NewTask::new("t", "f", "u", 9, input),
+                None,
+                Timestamp(0),
+            )
+            .record
+        };
+        let bare = new(Vec::new());
+        let mut full = new(vec![0xff, 0x00]);
+        full.status = Status::Running;
+        full.next_attempt_at = Some(Timestamp(5));
+        full.attempt_started_at = Some(Timestamp(6));
+        full.async_attempt = true;
+        full.content_type = Some("text/\"plain\"".into());
+        full.traceparent = Some("00-ab-cd-01".into());
+        full.callback = Some("nats:done".into());
+        full.holder = Some("replica-1".into());
+        full.result_truncated = true;
+        full.heartbeat_at = Some(Timestamp(7));
+        full.replay_of = Some("t0".into());
+        full.error = Some(TaskError::new(ErrorType::Timeout, "slow"));
+        let mut text = new("hello \u{e9} \"quoted\"".as_bytes().to_vec());
+        text.input_base64 = None;
+        for r in [bare, full, text] {
+            let stored = r.serialized().record();
+            assert_eq!(
+                String::from_utf8(stored.clone()).unwrap(),
+                serde_json::to_string(&r).unwrap()
+            );
+            let back: TaskRecord = serde_json::from_slice(&stored).unwrap();
+            assert_eq!(serde_json::to_vec(&back).unwrap(), stored);
         }
     }
 

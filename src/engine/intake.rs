@@ -68,12 +68,13 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
 /// be written now (NATS unavailable). One too large for the server is terminated after a few
 /// tries.
 async fn create(ctx: &Ctx, t: &machine::Transition, seq: u64, delivered: i64, poison: bool) -> AckKind {
-    match ctx.tasks.create(&t.record).await {
+    let serialized = t.record.serialized();
+    match ctx.tasks.create_as(&t.record, &serialized).await {
         Ok(revision) => {
             if t.record.status == crate::core::task::Status::Enqueued {
                 ctx.revisions.created(&t.record.id, seq, revision);
             }
-            records::publish(ctx, &t.record, &t.effects).await;
+            records::publish_as(ctx, &t.record, &serialized, &t.effects).await;
             ctx.fair.recorded(ctx, &t.record).await;
             if poison {
                 let why = t.record.error.as_ref().map_or("", |e| e.message.as_str());

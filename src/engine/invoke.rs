@@ -24,6 +24,34 @@ pub struct Call<'a> {
     pub max_result: usize,
 }
 
+/// The request's header names, built once: given as text, each would be parsed, lowercased
+/// and allocated again on every call. HTTP/1 sends them lowercased either way.
+mod names {
+    use reqwest::header::HeaderName;
+    pub const CONTENT_TYPE: HeaderName = reqwest::header::CONTENT_TYPE;
+    pub const TASK_ID: HeaderName = HeaderName::from_static("jetask-task-id");
+    pub const FUNCTION: HeaderName = HeaderName::from_static("jetask-function");
+    pub const ATTEMPT: HeaderName = HeaderName::from_static("jetask-attempt");
+    pub const DEADLINE: HeaderName = HeaderName::from_static("jetask-deadline");
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+    #[cfg(test)]
+    #[test]
+    fn they_are_the_contract_names() {
+        use crate::core::subjects::headers as h;
+        for (name, text) in [
+            (CONTENT_TYPE, h::CONTENT_TYPE),
+            (TASK_ID, h::TASK_ID),
+            (FUNCTION, h::FUNCTION),
+            (ATTEMPT, h::ATTEMPT),
+            (DEADLINE, h::DEADLINE),
+            (TRACEPARENT, h::TRACEPARENT),
+        ] {
+            assert_eq!(name, HeaderName::from_bytes(text.as_bytes()).unwrap());
+        }
+    }
+}
+
 /// A call the egress policy refuses: `Unreachable`, and final, since trying again reaches
 /// the same rule.
 fn refused(r: &Refused) -> Outcome {
@@ -41,13 +69,16 @@ pub async fn call(client: &egress::Client, c: Call<'_>) -> Outcome {
         .http()
         .post(c.endpoint.clone())
         .timeout(c.timeout)
-        .header(h::CONTENT_TYPE, c.content_type.unwrap_or("application/octet-stream"))
-        .header(h::TASK_ID, c.task_id)
-        .header(h::FUNCTION, c.function)
-        .header(h::ATTEMPT, c.attempt.to_string())
-        .header(h::DEADLINE, deadline.to_string());
+        .header(
+            names::CONTENT_TYPE,
+            c.content_type.unwrap_or("application/octet-stream"),
+        )
+        .header(names::TASK_ID, c.task_id)
+        .header(names::FUNCTION, c.function)
+        .header(names::ATTEMPT, c.attempt.to_string())
+        .header(names::DEADLINE, deadline.to_string());
     let req = match c.traceparent {
-        Some(tp) => req.header(h::TRACEPARENT, tp),
+        Some(tp) => req.header(names::TRACEPARENT, tp),
         None => req,
     };
     let timeout_err = || {

@@ -4,6 +4,7 @@
 
 use crate::core::function::FunctionSpec;
 use crate::core::machine::{self, Effect, Event, InvalidTransition};
+use crate::core::task::{Serialized, TaskRecord};
 use crate::core::time::Timestamp;
 use crate::engine::callback;
 use crate::engine::ctx::Ctx;
@@ -47,7 +48,7 @@ pub async fn commit(
         _ => Vec::new(),
     };
     for ev in events {
-        let t = machine::apply(&record, ev, now)?;
+        let t = machine::apply_owned(record, ev, now)?;
         record = t.record;
         effects.extend(t.effects);
     }
@@ -56,8 +57,10 @@ pub async fn commit(
     } else {
         None
     };
+    // One serialization for the value written and the bodies of its events.
+    let serialized = record.serialized();
     let revision = if persist {
-        let revision = ctx.tasks.update(&record, current.revision).await?;
+        let revision = ctx.tasks.update_as(&record, &serialized, current.revision).await?;
         if current.revision == 0 {
             // Created by this write: intake need not try (see `intake::record`).
             ctx.revisions.dispatched(&record.id, record.seq);
@@ -66,7 +69,7 @@ pub async fn commit(
     } else {
         current.revision
     };
-    publish(ctx, &record, &effects).await;
+    publish_as(ctx, &record, &serialized, &effects).await;
     if let Some(job) = job {
         callback::enqueue(ctx, &job).await.map_err(CommitError::Delivery)?;
     }
@@ -74,16 +77,19 @@ pub async fn commit(
 }
 
 /// Publishes the `Emit` effects of a written record, and counts them.
-pub async fn publish(ctx: &Ctx, record: &crate::core::task::TaskRecord, effects: &[Effect]) {
-    if !effects.iter().any(|e| matches!(e, Effect::Emit(_))) {
-        return;
+pub async fn publish(ctx: &Ctx, record: &TaskRecord, effects: &[Effect]) {
+    if effects.iter().any(|e| matches!(e, Effect::Emit(_))) {
+        publish_as(ctx, record, &record.serialized(), effects).await;
     }
+}
+
+/// [`publish`], with the record already serialized for its write.
+pub async fn publish_as(ctx: &Ctx, record: &TaskRecord, serialized: &Serialized, effects: &[Effect]) {
     let now = Timestamp::now();
-    let bodies = record.event_bodies();
     for e in effects {
         if let Effect::Emit(status) = e {
             ctx.metrics.transition(record, *status, now);
-            events::emit(&ctx.nats.client, record, &bodies, *status, ctx.nats.user_events).await;
+            events::emit(&ctx.nats.client, record, serialized, *status, ctx.nats.user_events).await;
         }
     }
 }

@@ -4,15 +4,15 @@
 //! tenant only its own.
 
 use crate::core::subjects;
-use crate::core::task::{EventBodies, Status, TaskRecord};
+use crate::core::task::{Serialized, Status, TaskRecord};
 
 /// Publishes the event of `record` reaching `status`, its body from `bodies` (the record as
-/// written, serialized once for all the events of a write); `per_user`: also on the user's
+/// written, serialized once for the write and all its events); `per_user`: also on the user's
 /// subject.
 pub async fn emit(
     client: &async_nats::Client,
     record: &TaskRecord,
-    bodies: &EventBodies,
+    bodies: &Serialized,
     status: Status,
     per_user: bool,
 ) {
@@ -21,7 +21,7 @@ pub async fn emit(
         return;
     }
     // A write may carry several transitions; each event shows the state it announces.
-    let body: bytes::Bytes = bodies.with_status(status).into();
+    let body: bytes::Bytes = bodies.event(status).into();
     if let Err(e) = client
         .publish(subjects::event(&record.function, status), body.clone())
         .await

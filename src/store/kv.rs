@@ -4,7 +4,7 @@
 
 use crate::core::function::Function;
 use crate::core::subjects;
-use crate::core::task::TaskRecord;
+use crate::core::task::{Serialized, TaskRecord};
 use crate::store::index;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream::LastRawMessageErrorKind};
 use async_nats::HeaderMap;
@@ -86,7 +86,12 @@ impl TaskStore {
 
     /// Writes a record that must not exist yet.
     pub async fn create(&self, record: &TaskRecord) -> Result<u64, StoreError> {
-        self.write(record, 0).await.map_err(|e| match e {
+        self.create_as(record, &record.serialized()).await
+    }
+
+    /// [`create`](Self::create), with the record already serialized (for its events too).
+    pub async fn create_as(&self, record: &TaskRecord, value: &Serialized) -> Result<u64, StoreError> {
+        self.write(record, value, 0).await.map_err(|e| match e {
             StoreError::Conflict => StoreError::Exists,
             other => other,
         })
@@ -94,21 +99,26 @@ impl TaskStore {
 
     /// Writes `record` over the revision it was decided from.
     pub async fn update(&self, record: &TaskRecord, revision: u64) -> Result<u64, StoreError> {
-        self.write(record, revision).await
+        self.update_as(record, &record.serialized(), revision).await
     }
 
-    async fn write(&self, record: &TaskRecord, revision: u64) -> Result<u64, StoreError> {
-        // Sized for a typical record up front: grown from empty, the buffer would be copied
-        // over and over on the way to a kilobyte or two.
-        let mut body = Vec::with_capacity(1024 + 128 * record.events.len());
-        serde_json::to_writer(&mut body, record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    /// [`update`](Self::update), with the record already serialized (for its events too).
+    pub async fn update_as(&self, record: &TaskRecord, value: &Serialized, revision: u64) -> Result<u64, StoreError> {
+        self.write(record, value, revision).await
+    }
+
+    async fn write(&self, record: &TaskRecord, value: &Serialized, revision: u64) -> Result<u64, StoreError> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
         // The list index follows records from this header alone (a headers-only consumer).
         headers.insert(index::header::NAME, index::header::encode(record));
         let ack = self
             .js
-            .publish_with_headers(subjects::task_key_subject(&record.id), headers, Bytes::from(body))
+            .publish_with_headers(
+                subjects::task_key_subject(&record.id),
+                headers,
+                Bytes::from(value.record()),
+            )
             .await
             .map_err(|e| publish_error(e.kind(), e))?
             .await

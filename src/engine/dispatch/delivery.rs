@@ -231,9 +231,10 @@ pub(super) async fn load_or_create(
 
 /// Writes a new record, or reads the one already there.
 async fn create_or_read(ctx: &Ctx, t: machine::Transition) -> Result<Option<Versioned>, StoreError> {
-    match ctx.tasks.create(&t.record).await {
+    let serialized = t.record.serialized();
+    match ctx.tasks.create_as(&t.record, &serialized).await {
         Ok(revision) => {
-            records::publish(ctx, &t.record, &t.effects).await;
+            records::publish_as(ctx, &t.record, &serialized, &t.effects).await;
             Ok(Some(Versioned {
                 record: t.record,
                 revision,

@@ -468,10 +468,17 @@ impl Connection {
                     _ => "PUB",
                 };
 
-                small_write!("{verb} {subject} ");
+                // jetask patch: the control line is appended as bytes, its numbers written
+                // by hand, instead of through `fmt` (`write!`) piece by piece: this runs for
+                // every message published.
+                self.small_bytes(verb.as_bytes());
+                self.small_bytes(b" ");
+                self.small_bytes(subject.as_str().as_bytes());
+                self.small_bytes(b" ");
 
                 if let Some(respond) = respond {
-                    small_write!("{respond} ");
+                    self.small_bytes(respond.as_str().as_bytes());
+                    self.small_bytes(b" ");
                 }
 
                 match headers {
@@ -480,12 +487,15 @@ impl Connection {
 
                         let headers_len = headers.len();
                         let total_len = headers_len + payload.len();
-                        small_write!("{headers_len} {total_len}\r\n");
+                        self.small_number(headers_len);
+                        self.small_bytes(b" ");
+                        self.small_number(total_len);
+                        self.small_bytes(b"\r\n");
                         self.write(headers);
                     }
                     _ => {
-                        let payload_len = payload.len();
-                        small_write!("{payload_len}\r\n");
+                        self.small_number(payload.len());
+                        self.small_bytes(b"\r\n");
                     }
                 }
 
@@ -682,6 +692,27 @@ impl Connection {
 
             self.write_buf.push_back(buf);
         }
+    }
+
+    /// jetask patch: appends to the small writes buffer, as [`Self::small_write`] does.
+    fn small_bytes(&mut self, s: &[u8]) {
+        self.write_buf_len += s.len();
+        self.flattened_writes.extend_from_slice(s);
+    }
+
+    /// jetask patch: appends `n` in decimal to the small writes buffer.
+    fn small_number(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.small_bytes(&digits[at..]);
     }
 
     /// Obtain an [`fmt::Write`]r for the small writes buffer.

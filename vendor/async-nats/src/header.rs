@@ -288,7 +288,13 @@ impl HeaderMap {
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut buf = vec![];
+        // jetask patch: sized up front, instead of grown (and copied) line by line.
+        let size = 12 + self
+            .inner
+            .iter()
+            .map(|(k, vs)| vs.iter().map(|v| k.as_str().len() + v.inner.len() + 4).sum::<usize>())
+            .sum::<usize>();
+        let mut buf = Vec::with_capacity(size);
         buf.extend_from_slice(b"NATS/1.0\r\n");
         for (k, vs) in &self.inner {
             for v in vs.iter() {

@@ -1953,7 +1953,17 @@ impl PublishAckFuture {
                 if m.status == Some(StatusCode::NO_RESPONDERS) {
                     return Err(PublishError::new(PublishErrorKind::StreamNotFound));
                 }
-                let response = serde_json::from_slice(m.payload.as_ref())
+                // jetask patch: an answer without an `"error"` key is read straight into a
+                // `PublishAck`. Through the untagged `Response`, serde first buffered the whole
+                // answer and built an error message for the missing `error` field before
+                // reading the ack, for every publish. The outcome is the same: without that key
+                // the `Err` variant never matches.
+                let payload = m.payload.as_ref();
+                if !payload.windows(7).any(|w| w == b"\"error\"") {
+                    return serde_json::from_slice::<PublishAck>(payload)
+                        .map_err(|err| PublishError::with_source(PublishErrorKind::Other, err));
+                }
+                let response = serde_json::from_slice(payload)
                     .map_err(|err| PublishError::with_source(PublishErrorKind::Other, err))?;
                 match response {
                     Response::Err { error } => match error.error_code() {
