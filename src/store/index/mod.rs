@@ -4,10 +4,12 @@
 //! function, status, user and creation time as headers, so no record body is parsed. The index
 //! is rebuilt from the bucket at every start; it is a view, never the truth.
 //!
-//! [`table`] is the SQLite side (schema, changes, queries); [`follower`] feeds it from the bucket.
+//! [`table`] is the SQLite side (schema, changes, queries); [`follower`] feeds it from the bucket;
+//! [`scratch`] is its directory, and the clean-up of those left by processes that died.
 
 mod follower;
 pub mod header;
+mod scratch;
 mod stats;
 mod table;
 

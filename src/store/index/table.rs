@@ -14,7 +14,7 @@ pub struct Index {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     is_ready: AtomicBool,
-    _dir: tempfile::TempDir,
+    _dir: super::scratch::Scratch,
 }
 
 const SCHEMA: &str = "
@@ -213,9 +213,9 @@ fn parse_cursor(c: &str) -> Option<(i64, String)> {
 }
 
 impl Index {
-    /// A fresh, empty index in its own temp dir.
+    /// A fresh, empty index in its own temp dir (see [`super::scratch`]).
     pub fn open_temp() -> Result<Index, IndexError> {
-        let dir = tempfile::Builder::new().prefix("jetask-index-").tempdir()?;
+        let dir = super::scratch::Scratch::create()?;
         let path = dir.path().join("tasks.sqlite");
         let writer = connect(&path)?;
         writer.execute_batch(SCHEMA)?;
