@@ -365,7 +365,7 @@ impl TaskRecord {
             events: &'a [EventEntry],
         }
         let mut head = Vec::with_capacity(64 + self.id.len() + self.function.len() + self.user.len());
-        let _ = serde_json::to_writer(
+        let head_written = serde_json::to_writer(
             &mut head,
             &Head {
                 id: &self.id,
@@ -374,7 +374,7 @@ impl TaskRecord {
             },
         );
         let mut rest = Vec::with_capacity(512 + 96 * self.events.len());
-        let _ = serde_json::to_writer(
+        let rest_written = serde_json::to_writer(
             &mut rest,
             &Rest {
                 created_at: self.created_at,
@@ -426,7 +426,7 @@ impl TaskRecord {
             .or(self.input_base64.as_ref())
             .map_or(0, String::len);
         let mut tail = Vec::with_capacity(128 + input);
-        let _ = serde_json::to_writer(
+        let tail_written = serde_json::to_writer(
             &mut tail,
             &Tail {
                 seq: self.seq,
@@ -446,6 +446,10 @@ impl TaskRecord {
             head,
             rest,
             tail,
+            error: [head_written, rest_written, tail_written]
+                .into_iter()
+                .find_map(Result::err)
+                .map(|e| e.to_string()),
         }
     }
 
@@ -467,9 +471,17 @@ pub struct Serialized {
     head: Vec<u8>,
     rest: Vec<u8>,
     tail: Vec<u8>,
+    /// Why serializing failed, if it did (no field of a record can fail today; a value that is
+    /// not whole JSON must still never be stored).
+    error: Option<String>,
 }
 
 impl Serialized {
+    /// Why the record could not be serialized: then [`Self::record`] is not to be stored.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
     /// The event body announcing `status`: the record without bookkeeping and input, with
     /// `status` between the first two objects.
     pub fn event(&self, status: Status) -> Vec<u8> {

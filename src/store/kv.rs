@@ -108,6 +108,9 @@ impl TaskStore {
     }
 
     async fn write(&self, record: &TaskRecord, value: &Serialized, revision: u64) -> Result<u64, StoreError> {
+        if let Some(e) = value.error() {
+            return Err(StoreError::Corrupt(e.to_string()));
+        }
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
         // The list index follows records from this header alone (a headers-only consumer).
