@@ -60,24 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let running = !flags.iter().any(|f| f == "--no-running");
     let stream_index = flags.iter().any(|f| f == "--stream-index");
     USER_EVENTS.store(flags.iter().any(|f| f == "--user-events"), Ordering::Relaxed);
-    let due_in: Option<u64> = match flags.iter().position(|f| f == "--due-in") {
-        Some(i) => Some(
-            flags
-                .get(i + 1)
-                .and_then(|s| s.parse().ok())
-                .ok_or("--due-in needs a whole number of seconds")?,
-        ),
-        None => None,
-    };
-    let nats_pid: Option<u32> = match flags.iter().position(|f| f == "--nats-pid") {
-        Some(i) => Some(
-            flags
-                .get(i + 1)
-                .and_then(|s| s.parse().ok())
-                .ok_or("--nats-pid needs the server's process ID")?,
-        ),
-        None => None,
-    };
+    let due_in: Option<u64> = flag_value(flags, "--due-in", "a whole number of seconds")?;
+    let nats_pid: Option<u32> = flag_value(flags, "--nats-pid", "the server's process ID")?;
     let cpu = move || {
         let own = proc_cpu::cpu_us(std::process::id()).ok();
         let server = nats_pid.and_then(|p| proc_cpu::cpu_us(p).ok());
@@ -316,6 +300,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = js.delete_stream(format!("FLOOR_{run}")).await;
     let _ = js.delete_key_value(format!("FLOOR_{run}")).await;
     Ok(())
+}
+
+/// The value after flag `name`, if the flag is given; an error saying it needs `what` when
+/// that value is missing or unreadable.
+fn flag_value<T: std::str::FromStr>(flags: &[String], name: &str, what: &str) -> Result<Option<T>, String> {
+    match flags.iter().position(|f| f == name) {
+        Some(i) => flags
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or(format!("{name} needs {what}")),
+        None => Ok(None),
+    }
 }
 
 fn id_of(m: &jetstream::Message) -> String {
