@@ -333,6 +333,41 @@ impl TaskRecord {
     /// differ only in `status`, each naming its own state (see [`Serialized::event`]).
     /// Serialized directly, without an intermediate JSON tree: this is on every write's path.
     pub fn serialized(&self) -> Serialized {
+        // Every field by name: one added to the record does not compile here until it is placed
+        // in one of the three objects below (left out, it would silently never be stored).
+        let TaskRecord {
+            id,
+            function,
+            user,
+            status,
+            created_at,
+            not_before,
+            started_at,
+            finished_at,
+            attempts,
+            duration_ms,
+            queue_ms,
+            input_size,
+            result,
+            result_base64,
+            result_truncated,
+            error,
+            destination,
+            replay_of,
+            triggered_by,
+            heartbeat_at,
+            events,
+            seq,
+            next_attempt_at,
+            attempt_started_at,
+            async_attempt,
+            content_type,
+            traceparent,
+            callback,
+            holder,
+            input,
+            input_base64,
+        } = self;
         #[derive(Serialize)]
         struct Head<'a> {
             id: &'a str,
@@ -364,36 +399,29 @@ impl TaskRecord {
             heartbeat_at: Option<Timestamp>,
             events: &'a [EventEntry],
         }
-        let mut head = Vec::with_capacity(64 + self.id.len() + self.function.len() + self.user.len());
-        let head_written = serde_json::to_writer(
-            &mut head,
-            &Head {
-                id: &self.id,
-                function: &self.function,
-                user: &self.user,
-            },
-        );
-        let mut rest = Vec::with_capacity(512 + 96 * self.events.len());
+        let mut head = Vec::with_capacity(64 + id.len() + function.len() + user.len());
+        let head_written = serde_json::to_writer(&mut head, &Head { id, function, user });
+        let mut rest = Vec::with_capacity(512 + 96 * events.len());
         let rest_written = serde_json::to_writer(
             &mut rest,
             &Rest {
-                created_at: self.created_at,
-                not_before: self.not_before,
-                started_at: self.started_at,
-                finished_at: self.finished_at,
-                attempts: self.attempts,
-                duration_ms: self.duration_ms,
-                queue_ms: self.queue_ms,
-                input_size: self.input_size,
-                result: &self.result,
-                result_base64: &self.result_base64,
-                result_truncated: self.result_truncated,
-                error: &self.error,
-                destination: &self.destination,
-                replay_of: &self.replay_of,
-                triggered_by: &self.triggered_by,
-                heartbeat_at: self.heartbeat_at,
-                events: &self.events,
+                created_at: *created_at,
+                not_before: *not_before,
+                started_at: *started_at,
+                finished_at: *finished_at,
+                attempts: *attempts,
+                duration_ms: *duration_ms,
+                queue_ms: *queue_ms,
+                input_size: *input_size,
+                result,
+                result_base64,
+                result_truncated: *result_truncated,
+                error,
+                destination,
+                replay_of,
+                triggered_by,
+                heartbeat_at: *heartbeat_at,
+                events,
             },
         );
         /// The bookkeeping and the input, after `events`: the fields only the stored value has,
@@ -420,29 +448,25 @@ impl TaskRecord {
             #[serde(skip_serializing_if = "Option::is_none")]
             input_base64: &'a Option<String>,
         }
-        let input = self
-            .input
-            .as_ref()
-            .or(self.input_base64.as_ref())
-            .map_or(0, String::len);
-        let mut tail = Vec::with_capacity(128 + input);
+        let input_len = input.as_ref().or(input_base64.as_ref()).map_or(0, String::len);
+        let mut tail = Vec::with_capacity(128 + input_len);
         let tail_written = serde_json::to_writer(
             &mut tail,
             &Tail {
-                seq: self.seq,
-                next_attempt_at: self.next_attempt_at,
-                attempt_started_at: self.attempt_started_at,
-                async_attempt: self.async_attempt,
-                content_type: &self.content_type,
-                traceparent: &self.traceparent,
-                callback: &self.callback,
-                holder: &self.holder,
-                input: &self.input,
-                input_base64: &self.input_base64,
+                seq: *seq,
+                next_attempt_at: *next_attempt_at,
+                attempt_started_at: *attempt_started_at,
+                async_attempt: *async_attempt,
+                content_type,
+                traceparent,
+                callback,
+                holder,
+                input,
+                input_base64,
             },
         );
         Serialized {
-            status: self.status,
+            status: *status,
             head,
             rest,
             tail,
