@@ -99,25 +99,16 @@ pub fn target(from: Status, event: &Event) -> Option<Status> {
 
 /// Applies `event` to `record` at `now`.
 pub fn apply(record: &TaskRecord, event: Event, now: Timestamp) -> Result<Transition, InvalidTransition> {
-    let to = target(record.status, &event).ok_or(InvalidTransition {
-        from: record.status,
-        event: event.name(),
-    })?;
-    Ok(transition(record.clone(), to, event, now))
+    apply_owned(record.clone(), event, now)
 }
 
 /// [`apply`] to a record the caller gives up (a copy it made to apply several events in a row):
 /// the same, without copying the record again for each event.
-pub fn apply_owned(record: TaskRecord, event: Event, now: Timestamp) -> Result<Transition, InvalidTransition> {
-    let to = target(record.status, &event).ok_or(InvalidTransition {
-        from: record.status,
+pub fn apply_owned(mut r: TaskRecord, event: Event, now: Timestamp) -> Result<Transition, InvalidTransition> {
+    let to = target(r.status, &event).ok_or(InvalidTransition {
+        from: r.status,
         event: event.name(),
     })?;
-    Ok(transition(record, to, event, now))
-}
-
-/// `r` (in its old status) taken `to` by `event`.
-fn transition(mut r: TaskRecord, to: Status, event: Event, now: Timestamp) -> Transition {
     let mut effects = Vec::with_capacity(3);
     let detail = record_event(&mut r, to, event, now, &mut effects);
     r.status = to;
@@ -132,7 +123,7 @@ fn transition(mut r: TaskRecord, to: Status, event: Event, now: Timestamp) -> Tr
         detail,
     });
     effects.insert(0, Effect::Emit(to));
-    Transition { record: r, effects }
+    Ok(Transition { record: r, effects })
 }
 
 /// Writes what `event` changes into `r` (still in its old status, on its way `to`), pushing the
