@@ -68,13 +68,11 @@ async fn record(ctx: &Ctx, msg: async_nats::jetstream::Message) {
 /// be written now (NATS unavailable). One too large for the server is terminated after a few
 /// tries.
 async fn create(ctx: &Ctx, t: &machine::Transition, seq: u64, delivered: i64, poison: bool) -> AckKind {
-    let serialized = t.record.serialized();
-    match ctx.tasks.create_as(&t.record, &serialized).await {
+    match records::create(ctx, t).await {
         Ok(revision) => {
             if t.record.status == crate::core::task::Status::Enqueued {
                 ctx.revisions.created(&t.record.id, seq, revision);
             }
-            records::publish_as(ctx, &t.record, &serialized, &t.effects).await;
             ctx.fair.recorded(ctx, &t.record).await;
             if poison {
                 let why = t.record.error.as_ref().map_or("", |e| e.message.as_str());
@@ -375,8 +373,7 @@ pub async fn submit(ctx: &Ctx, s: HttpSubmission, auth: bool, record_now: bool) 
             now,
         );
         // Intake writes it otherwise; whichever comes first wins.
-        if ctx.tasks.create(&t.record).await.is_ok() {
-            records::publish(ctx, &t.record, &t.effects).await;
+        if records::create(ctx, &t).await.is_ok() {
             ctx.fair.recorded(ctx, &t.record).await;
         }
     }

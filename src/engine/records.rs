@@ -76,6 +76,16 @@ pub async fn commit(
     Ok((Versioned { record, revision }, effects))
 }
 
+/// Writes a new record (see [`crate::store::kv::TaskStore::create`]) and publishes its
+/// creation's events, from one serialization. The revision written; nothing is published
+/// when the write fails (`Exists`: another writer's record is there).
+pub async fn create(ctx: &Ctx, t: &machine::Transition) -> Result<u64, StoreError> {
+    let serialized = t.record.serialized();
+    let revision = ctx.tasks.create_as(&t.record, &serialized).await?;
+    publish_as(ctx, &t.record, &serialized, &t.effects).await;
+    Ok(revision)
+}
+
 /// Publishes the `Emit` effects of a written record, and counts them.
 pub async fn publish(ctx: &Ctx, record: &TaskRecord, effects: &[Effect]) {
     if effects.iter().any(|e| matches!(e, Effect::Emit(_))) {
@@ -84,7 +94,7 @@ pub async fn publish(ctx: &Ctx, record: &TaskRecord, effects: &[Effect]) {
 }
 
 /// [`publish`], with the record already serialized for its write.
-pub async fn publish_as(ctx: &Ctx, record: &TaskRecord, serialized: &Serialized, effects: &[Effect]) {
+async fn publish_as(ctx: &Ctx, record: &TaskRecord, serialized: &Serialized, effects: &[Effect]) {
     let now = Timestamp::now();
     for e in effects {
         if let Effect::Emit(status) = e {

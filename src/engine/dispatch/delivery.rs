@@ -58,9 +58,8 @@ async fn settle_unreadable(
         }
         return AckKind::Term;
     }
-    match ctx.tasks.create(&t.record).await {
+    match records::create(ctx, &t).await {
         Ok(_) => {
-            records::publish(ctx, &t.record, &t.effects).await;
             crate::engine::poison::report(ctx, crate::engine::poison::Kind::UnreadableHeaders, seq, &id, &why);
             AckKind::Term
         }
@@ -231,15 +230,11 @@ pub(super) async fn load_or_create(
 
 /// Writes a new record, or reads the one already there.
 async fn create_or_read(ctx: &Ctx, t: machine::Transition) -> Result<Option<Versioned>, StoreError> {
-    let serialized = t.record.serialized();
-    match ctx.tasks.create_as(&t.record, &serialized).await {
-        Ok(revision) => {
-            records::publish_as(ctx, &t.record, &serialized, &t.effects).await;
-            Ok(Some(Versioned {
-                record: t.record,
-                revision,
-            }))
-        }
+    match records::create(ctx, &t).await {
+        Ok(revision) => Ok(Some(Versioned {
+            record: t.record,
+            revision,
+        })),
         Err(StoreError::Exists) => ctx.tasks.get(&t.record.id).await,
         Err(e) => Err(e),
     }
