@@ -256,19 +256,19 @@ async fn adaptive_concurrency_drops_on_429_and_recovers_after() {
     // The limit follows the calls' latency, and on a machine whose two cores are busy with other
     // tests the latency climbs too, which slows the growth (3 s alone, up to 30 s with two CPU
     // hogs, measured): the bound is for a limit that never gets there, not for a slow box.
-    const T: Duration = Duration::from_secs(90);
-    wait_for("the limit to grow to max", T, || async {
+    const WITHIN: Duration = Duration::from_secs(90);
+    wait_for("the limit to grow to max", WITHIN, || async {
         metric(&app, series).await == Some(30.0)
     })
     .await;
     refusing.store(true, std::sync::atomic::Ordering::SeqCst);
-    wait_for("the limit to drop on 429s", T, || async {
+    wait_for("the limit to drop on 429s", WITHIN, || async {
         metric(&app, series).await.is_some_and(|l| l <= 5.0)
     })
     .await;
     assert!(metric(&app, series).await.unwrap() >= 2.0, "never below min");
     refusing.store(false, std::sync::atomic::Ordering::SeqCst);
-    wait_for("the limit to recover", T, || async {
+    wait_for("the limit to recover", WITHIN, || async {
         metric(&app, series).await.is_some_and(|l| l >= 25.0)
     })
     .await;
