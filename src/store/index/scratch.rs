@@ -5,7 +5,7 @@
 //! their process is gone (the kernel releases a dead process's locks).
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The directories' name prefix, under the system's temp dir.
 pub const PREFIX: &str = "jetask-index-";
@@ -57,8 +57,7 @@ fn sweep(parent: &Path) {
 /// Whether the directory's lock file can be locked: no live process holds it. A directory
 /// without one (being created, or left by a version without locks) is not taken for abandoned.
 fn abandoned(dir: &Path) -> bool {
-    let lock: PathBuf = dir.join(LOCK);
-    match File::open(&lock) {
+    match File::open(dir.join(LOCK)) {
         Ok(f) => f.try_lock().is_ok(),
         Err(_) => false,
     }
